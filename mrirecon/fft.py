@@ -1,0 +1,490 @@
+"""The FFT core: every Fourier transform in mrirecon goes through this module.
+
+Backends, chosen once per process:
+
+* ``pyfftw`` (default when installed): FFTW plans cached per
+  (shape, dtype, axes, threads), aligned buffers reused across calls, FFTW
+  wisdom loaded from and saved to a user cache directory so that a new process
+  does not pay ``FFTW_MEASURE`` planning again.
+* ``scipy``: :mod:`scipy.fft` with all usable cores as workers (the fallback
+  when pyfftw is missing, or when ``MRIRECON_FFT_BACKEND=scipy``).
+* CuPy arrays always go to cuFFT through :mod:`cupy.fft` (CuPy caches its
+  plans); the array decides, there are no host/device copies here.
+
+Conventions: :func:`rfftn`, :func:`irfftn`, :func:`fftn` and :func:`ifftn` use
+the NumPy normalisation (forward unnormalised, inverse scaled by 1/N) and the
+NumPy half-spectrum layout (the last transformed axis holds ``n // 2 + 1``
+frequencies). :func:`fftc` and :func:`ifftc` are centred and orthonormal, for
+k-space work. :func:`real_filter` is the two-FFT path of the closed-form
+reconstructions: ``irfftn(rfftn(x) * kernel)`` with the multiply done in place
+on the half spectrum.
+
+Environment variables (read when first needed):
+
+``MRIRECON_FFT_THREADS``
+    Threads/workers for CPU transforms (default: the cores this process may use).
+``MRIRECON_FFT_BACKEND``
+    ``pyfftw`` or ``scipy`` (default: pyfftw if importable).
+``MRIRECON_FFTW_PLANNER``
+    FFTW planner effort: ``FFTW_ESTIMATE``, ``FFTW_MEASURE`` (default),
+    ``FFTW_PATIENT`` or ``FFTW_EXHAUSTIVE``.
+``MRIRECON_FFTW_WISDOM``
+    Set to ``0`` to neither read nor write the wisdom file.
+``MRIRECON_CACHE_DIR``
+    Where the wisdom file lives (default ``$XDG_CACHE_HOME/mrirecon`` or
+    ``~/.cache/mrirecon``).
+
+Plans measured while the machine is busy can be slower than plans measured on
+an idle machine; wisdom keeps whatever was measured first. Delete the wisdom
+file (see :func:`wisdom_path`) to measure again.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import platform
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "backend",
+    "fftc",
+    "fftn",
+    "get_array_module",
+    "half_shape",
+    "ifftc",
+    "ifftn",
+    "irfftn",
+    "n_threads",
+    "planning",
+    "real_filter",
+    "rfftn",
+    "wisdom_path",
+]
+
+_PLANNERS = ("FFTW_ESTIMATE", "FFTW_MEASURE", "FFTW_PATIENT", "FFTW_EXHAUSTIVE")
+_MAX_CACHED_PLANS = 6
+
+_lock = threading.Lock()
+_local = threading.local()
+_state: dict = {}
+_plans: collections.OrderedDict = collections.OrderedDict()
+
+
+# --------------------------------------------------------------------------
+# array modules and configuration
+# --------------------------------------------------------------------------
+def get_array_module(x):
+    """Return the array module (:mod:`numpy` or :mod:`cupy`) that owns ``x``."""
+    if type(x).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def n_threads() -> int:
+    """Threads used by CPU transforms (``MRIRECON_FFT_THREADS`` or usable cores)."""
+    value = os.environ.get("MRIRECON_FFT_THREADS")
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+        warnings.warn(
+            f"MRIRECON_FFT_THREADS={value!r} is not a positive integer; using all cores",
+            stacklevel=2,
+        )
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def backend() -> str:
+    """Name of the CPU backend in use: ``"pyfftw"`` or ``"scipy"``."""
+    if "backend" not in _state:
+        wanted = os.environ.get("MRIRECON_FFT_BACKEND", "").strip().lower()
+        if wanted not in ("", "pyfftw", "scipy"):
+            warnings.warn(
+                f"MRIRECON_FFT_BACKEND={wanted!r} is not 'pyfftw' or 'scipy'; using the default",
+                stacklevel=2,
+            )
+            wanted = ""
+        name = "scipy"
+        if wanted in ("", "pyfftw"):
+            try:
+                import pyfftw  # noqa: F401
+
+                name = "pyfftw"
+            except ImportError:
+                if wanted == "pyfftw":
+                    warnings.warn("pyfftw is not installed; using scipy.fft", stacklevel=2)
+        _state["backend"] = name
+    return _state["backend"]
+
+
+class planning:
+    """Context manager: FFTW planner effort for plans made inside it (this thread).
+
+    ``with planning("FFTW_ESTIMATE"): ...`` suits one-off transforms, where
+    measuring a plan would cost more than it saves.
+    """
+
+    def __init__(self, effort: str):
+        effort = effort.strip().upper()
+        if effort not in _PLANNERS:
+            raise ValueError(f"planner effort must be one of {_PLANNERS}, got {effort!r}")
+        self.effort = effort
+
+    def __enter__(self):
+        self.previous = getattr(_local, "planner", None)
+        _local.planner = self.effort
+        return self
+
+    def __exit__(self, *exc):
+        _local.planner = self.previous
+        return False
+
+
+def _planner() -> str:
+    forced = getattr(_local, "planner", None)
+    if forced:
+        return forced
+    value = os.environ.get("MRIRECON_FFTW_PLANNER", "FFTW_MEASURE").strip().upper()
+    if not value.startswith("FFTW_"):
+        value = "FFTW_" + value
+    if value not in _PLANNERS:
+        warnings.warn(
+            f"MRIRECON_FFTW_PLANNER={value!r} is not one of {_PLANNERS}; using FFTW_MEASURE",
+            stacklevel=3,
+        )
+        value = "FFTW_MEASURE"
+    return value
+
+
+def half_shape(shape, axes=None) -> tuple[int, ...]:
+    """Shape of the half spectrum of a real array of ``shape`` (NumPy layout)."""
+    shape = tuple(int(n) for n in shape)
+    last = (axes[-1] if axes is not None else -1) % len(shape)
+    return shape[:last] + (shape[last] // 2 + 1,) + shape[last + 1 :]
+
+
+def _norm_axes(ndim: int, axes) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(ndim))
+    return tuple(int(a) % ndim for a in axes)
+
+
+def _real_dtype(x) -> np.dtype:
+    return np.dtype(np.float64) if x.dtype in (np.float64, np.complex128) else np.dtype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# FFTW wisdom
+# --------------------------------------------------------------------------
+def wisdom_path() -> Path:
+    """Path of the FFTW wisdom file used by this process."""
+    root = os.environ.get("MRIRECON_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = os.path.join(xdg, "mrirecon")
+    import pyfftw
+
+    version = getattr(pyfftw, "__version__", "unknown")
+    return Path(root) / f"fftw-wisdom-pyfftw{version}-{platform.machine()}.pickle"
+
+
+def _wisdom_enabled() -> bool:
+    return os.environ.get("MRIRECON_FFTW_WISDOM", "1").strip() not in ("0", "false", "no")
+
+
+def _load_wisdom() -> None:
+    """Import wisdom from disk once per process (called under ``_lock``)."""
+    if _state.get("wisdom_loaded"):
+        return
+    _state["wisdom_loaded"] = True
+    _state["wisdom"] = None
+    if not _wisdom_enabled():
+        return
+    import pyfftw
+
+    path = wisdom_path()
+    try:
+        with open(path, "rb") as fh:
+            wisdom = pickle.load(fh)
+        pyfftw.import_wisdom(wisdom)
+        _state["wisdom"] = pyfftw.export_wisdom()
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # a damaged cache must not stop a reconstruction
+        warnings.warn(f"ignoring unreadable FFTW wisdom file {path}: {exc}", stacklevel=4)
+
+
+def _save_wisdom() -> None:
+    """Write the process's wisdom to disk if it grew (called under ``_lock``)."""
+    if not _wisdom_enabled():
+        return
+    import pyfftw
+
+    wisdom = pyfftw.export_wisdom()
+    if wisdom == _state.get("wisdom"):
+        return
+    path = wisdom_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wisdom-", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(wisdom, fh)
+        os.replace(tmp, path)
+        _state["wisdom"] = wisdom
+    except OSError as exc:
+        warnings.warn(f"could not save FFTW wisdom to {path}: {exc}", stacklevel=4)
+
+
+# --------------------------------------------------------------------------
+# cached FFTW plans with their own aligned buffers
+# --------------------------------------------------------------------------
+class _RealPlan:
+    """r2c and c2r plans sharing one real and one complex aligned buffer."""
+
+    def __init__(self, shape, dtype, axes, threads, planner):
+        import pyfftw
+
+        cdtype = np.result_type(dtype, np.complex64)
+        self.real = pyfftw.empty_aligned(shape, dtype=dtype)
+        self.spec = pyfftw.empty_aligned(half_shape(shape, axes), dtype=cdtype)
+        flags = (planner,)
+        self.forward = pyfftw.FFTW(
+            self.real, self.spec, axes=axes, direction="FFTW_FORWARD", flags=flags, threads=threads
+        )
+        self.inverse = pyfftw.FFTW(
+            self.spec,
+            self.real,
+            axes=axes,
+            direction="FFTW_BACKWARD",
+            flags=(planner, "FFTW_DESTROY_INPUT"),
+            threads=threads,
+        )
+        self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
+        self.lock = threading.Lock()
+
+
+class _ComplexPlan:
+    """In-place forward and backward c2c plans on one aligned buffer."""
+
+    def __init__(self, shape, dtype, axes, threads, planner):
+        import pyfftw
+
+        self.buf = pyfftw.empty_aligned(shape, dtype=dtype)
+        self.forward = pyfftw.FFTW(
+            self.buf, self.buf, axes=axes, direction="FFTW_FORWARD", flags=(planner,), threads=threads
+        )
+        self.inverse = pyfftw.FFTW(
+            self.buf, self.buf, axes=axes, direction="FFTW_BACKWARD", flags=(planner,), threads=threads
+        )
+        self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
+        self.lock = threading.Lock()
+
+
+def _get_plan(kind, shape, dtype, axes):
+    threads = n_threads()
+    planner = _planner()
+    key = (kind, tuple(shape), np.dtype(dtype).str, axes, threads, planner)
+    with _lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+        _load_wisdom()
+        cls = _RealPlan if kind == "real" else _ComplexPlan
+        plan = cls(tuple(shape), np.dtype(dtype), axes, threads, planner)
+        if planner != "FFTW_ESTIMATE":
+            _save_wisdom()
+        _plans[key] = plan
+        while len(_plans) > _MAX_CACHED_PLANS:
+            _plans.popitem(last=False)
+        return plan
+
+
+def clear_plan_cache() -> None:
+    """Drop every cached FFTW plan and its buffers (wisdom stays loaded)."""
+    with _lock:
+        _plans.clear()
+
+
+# --------------------------------------------------------------------------
+# public transforms
+# --------------------------------------------------------------------------
+def rfftn(x, axes=None):
+    """N-D FFT of a real array, half spectrum (NumPy layout and normalisation).
+
+    Parameters
+    ----------
+    x : array_like, real
+        float64 stays float64; anything else is transformed in float32.
+    axes : sequence of int, optional
+        Axes to transform (default all); the last one is halved.
+
+    Returns
+    -------
+    ndarray, complex64 or complex128 (a new array).
+    """
+    xp = get_array_module(x)
+    if xp is not np:
+        return xp.fft.rfftn(x, axes=axes)
+    x = np.asarray(x)
+    dtype = _real_dtype(x)
+    ax = _norm_axes(x.ndim, axes)
+    if backend() == "scipy":
+        import scipy.fft
+
+        return scipy.fft.rfftn(x.astype(dtype, copy=False), axes=ax, workers=n_threads())
+    plan = _get_plan("real", x.shape, dtype, ax)
+    with plan.lock:
+        plan.real[...] = x
+        plan.forward.execute()
+        return plan.spec.copy()
+
+
+def irfftn(spec, shape, axes=None):
+    """Inverse of :func:`rfftn`: real array of ``shape`` from its half spectrum."""
+    xp = get_array_module(spec)
+    shape = tuple(int(n) for n in shape)
+    ax = _norm_axes(len(shape), axes)
+    if xp is not np:
+        return xp.fft.irfftn(spec, s=[shape[a] for a in ax], axes=ax)
+    spec = np.asarray(spec)
+    dtype = np.dtype(np.float64) if spec.dtype == np.complex128 else np.dtype(np.float32)
+    if backend() == "scipy":
+        import scipy.fft
+
+        cdtype = np.result_type(dtype, np.complex64)
+        return scipy.fft.irfftn(
+            spec.astype(cdtype, copy=False), s=[shape[a] for a in ax], axes=ax, workers=n_threads()
+        )
+    plan = _get_plan("real", shape, dtype, ax)
+    if spec.shape != plan.spec.shape:
+        raise ValueError(f"half spectrum of shape {spec.shape} does not fit shape {shape}")
+    with plan.lock:
+        plan.spec[...] = spec
+        plan.inverse.execute()
+        return np.multiply(plan.real, plan.scale, dtype=dtype)
+
+
+def _complex_dtype(x) -> np.dtype:
+    return np.dtype(np.complex128) if x.dtype in (np.float64, np.complex128) else np.dtype(np.complex64)
+
+
+def _c2c(x, axes, inverse: bool):
+    xp = get_array_module(x)
+    if xp is not np:
+        f = xp.fft.ifftn if inverse else xp.fft.fftn
+        return f(x, axes=axes)
+    x = np.asarray(x)
+    dtype = _complex_dtype(x)
+    ax = _norm_axes(x.ndim, axes)
+    if backend() == "scipy":
+        import scipy.fft
+
+        f = scipy.fft.ifftn if inverse else scipy.fft.fftn
+        return f(x.astype(dtype, copy=False), axes=ax, workers=n_threads())
+    plan = _get_plan("complex", x.shape, dtype, ax)
+    with plan.lock:
+        plan.buf[...] = x
+        if inverse:
+            plan.inverse.execute()
+            return np.multiply(plan.buf, plan.scale, dtype=dtype)
+        plan.forward.execute()
+        return plan.buf.copy()
+
+
+def fftn(x, axes=None):
+    """N-D complex FFT (NumPy normalisation: forward unscaled); a new array."""
+    return _c2c(x, axes, inverse=False)
+
+
+def ifftn(x, axes=None):
+    """N-D inverse complex FFT (scaled by 1/N); a new array."""
+    return _c2c(x, axes, inverse=True)
+
+
+def fftc(x, axes=None):
+    """Centred, orthonormal N-D FFT: ``fftshift(fftn(ifftshift(x)))/sqrt(N)``."""
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    ax = _norm_axes(x.ndim, axes)
+    n = float(np.prod([x.shape[a] for a in ax]))
+    y = fftn(xp.fft.ifftshift(x, axes=ax), axes=ax)
+    y *= 1.0 / np.sqrt(n)
+    return xp.fft.fftshift(y, axes=ax)
+
+
+def ifftc(x, axes=None):
+    """Centred, orthonormal N-D inverse FFT (the adjoint and inverse of :func:`fftc`)."""
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    ax = _norm_axes(x.ndim, axes)
+    n = float(np.prod([x.shape[a] for a in ax]))
+    y = ifftn(xp.fft.ifftshift(x, axes=ax), axes=ax)
+    y *= np.sqrt(n)
+    return xp.fft.fftshift(y, axes=ax)
+
+
+def real_filter(x, kernel, *, mask=None, spectrum=None):
+    """Filter a real volume by a real half-spectrum kernel: two FFTs.
+
+    Computes ``irfftn(rfftn(x * mask) * kernel) * mask`` over all axes, with the
+    multiply done in place on the half spectrum and no temporaries of the
+    volume's size beyond the cached FFT buffers and the result.
+
+    Parameters
+    ----------
+    x : ndarray, real, shape ``s``
+        float64 stays float64; anything else runs in float32.
+    kernel : ndarray, real, shape ``half_shape(s)`` (or broadcastable to it)
+        Kernel in the NumPy half-spectrum layout, e.g. from :mod:`mrirecon.kspace`.
+    mask : ndarray of bool, shape ``s``, optional
+        Applied to the input before the forward FFT and to the output.
+    spectrum : ndarray, complex, shape ``half_shape(s)``, optional
+        ``rfftn(x * mask)`` when the caller already has it (``x`` then only
+        gives the shape and dtype); it is not modified.
+
+    Returns
+    -------
+    ndarray, same shape as ``x``, float32 or float64 (a new array).
+    """
+    xp = get_array_module(x)
+    shape = x.shape
+    if xp is not np or backend() == "scipy":
+        if spectrum is None:
+            spectrum = rfftn(x if mask is None else x * mask)
+        out = irfftn(spectrum * kernel, shape)
+        if mask is not None:
+            out *= mask
+        return out
+    dtype = _real_dtype(x)
+    plan = _get_plan("real", shape, dtype, tuple(range(len(shape))))
+    with plan.lock:
+        if spectrum is None:
+            if mask is None:
+                plan.real[...] = x
+            else:
+                np.multiply(x, mask, out=plan.real)
+            plan.forward.execute()
+            np.multiply(plan.spec, kernel, out=plan.spec)
+        else:
+            np.multiply(spectrum, kernel, out=plan.spec)
+        plan.inverse.execute()
+        out = np.multiply(plan.real, dtype.type(plan.scale), dtype=dtype)
+    if mask is not None:
+        out *= mask
+    return out

@@ -1,0 +1,17 @@
+"""Quantitative susceptibility mapping: dipole inversion and λ selection."""
+
+from .inversion import closed_form_l2, l2_kernel, tkd, tkd_kernel
+from .lcurve import LCurve, default_lams, lcurve
+from .units import GAMMA_BAR_MHZ_PER_T, field_to_ppm
+
+__all__ = [
+    "GAMMA_BAR_MHZ_PER_T",
+    "LCurve",
+    "closed_form_l2",
+    "default_lams",
+    "field_to_ppm",
+    "l2_kernel",
+    "lcurve",
+    "tkd",
+    "tkd_kernel",
+]

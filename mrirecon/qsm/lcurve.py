@@ -1,0 +1,261 @@
+"""L-curve for the closed-form L2 inversion, computed in k-space."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+from ..fft import get_array_module, rfftn
+from ..kspace import dipole_kernel, gradient_sq_kernel, half_spectrum_weights
+from ._prepare import check_finite_or_sanitize, check_lam, prepare
+
+__all__ = ["LCurve", "default_lams", "lcurve"]
+
+_N_BINS = 65536
+_T_LOW = 1e-10
+
+
+def default_lams():
+    """The default λ grid: 31 values, log-spaced from 1e-4 to 1e1."""
+    return np.logspace(-4.0, 1.0, 31)
+
+
+CRITERIA = ("gcv", "corner")
+
+
+@dataclass(frozen=True)
+class LCurve:
+    """The L-curve of the closed-form L2 inversion, and the λ it selects.
+
+    Attributes
+    ----------
+    lams : ndarray
+        The λ grid (increasing).
+    data_fit : ndarray
+        ``||F^-1 D F chi_lam - phi||^2`` for each λ (ppm², over the whole grid).
+    regularization : ndarray
+        ``sum_i ||grad_i chi_lam||^2`` for each λ (ppm²).
+    curvature : ndarray
+        Signed curvature of ``(log data_fit, log regularization)``; an L-shaped
+        corner has positive curvature.
+    gcv : ndarray
+        Generalised cross-validation score for each λ.
+    lam_corner : float
+        λ at the maximum curvature (the classic L-curve corner).
+    lam_gcv : float
+        λ at the minimum of the GCV score.
+    criterion : str
+        ``"gcv"`` or ``"corner"``: which of the two is :attr:`lam`.
+    lam : float
+        The selected λ.
+    index : int
+        Grid index nearest to :attr:`lam`.
+
+    Both selections are refined by a parabola through the grid extremum and
+    its neighbours in ``log λ``.
+    """
+
+    lams: np.ndarray
+    data_fit: np.ndarray
+    regularization: np.ndarray
+    curvature: np.ndarray
+    gcv: np.ndarray
+    lam_corner: float
+    lam_gcv: float
+    criterion: str
+    lam: float
+    index: int
+
+    def as_dict(self) -> dict:
+        """Plain-Python form (for JSON sidecars)."""
+        out = {}
+        for key, value in self.__dict__.items():
+            out[key] = [float(v) for v in value] if isinstance(value, np.ndarray) else value
+        return out
+
+
+def _check_lams(lams) -> np.ndarray:
+    if lams is None:
+        return default_lams()
+    lams = np.asarray(lams, dtype=float).reshape(-1)
+    if lams.size < 5 or not np.all(np.isfinite(lams)) or np.any(lams <= 0) or np.any(np.diff(lams) <= 0):
+        raise InvalidParameterError(
+            f"lams must be at least 5 positive, finite, increasing values, got {lams.size} values"
+        )
+    return lams
+
+
+@functools.lru_cache(maxsize=2)
+def _bins(shape, vox, b, dtype, xpname):
+    """Per-element bin index of ``t = D^2 / G`` and the mean ``t`` of each bin.
+
+    Both norms of the L-curve depend on k only through t (see ``_norms``), so
+    the sums over k-space reduce to sums over 65536 log-spaced bins of t: each
+    λ then costs O(bins) instead of O(N).
+    """
+    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=np.float64, xp=xpname)
+    g = gradient_sq_kernel(shape, half=True, dtype=np.float64, xp=xpname)
+    xp = get_array_module(d)
+    t = d * d
+    t /= xp.where(g > 0, g, 1.0)
+    logt = xp.log(xp.maximum(t, _T_LOW))
+    hi = float(logt.max()) + 1e-9
+    lo = np.log(_T_LOW)
+    scale = (_N_BINS - 2) / max(hi - lo, 1e-12)
+    idx = ((logt - lo) * scale).astype(xp.int64) + 1
+    idx[t < _T_LOW] = 0
+    idx = idx.astype(xp.uint16).reshape(-1)
+    count = xp.bincount(idx, minlength=_N_BINS)
+    tsum = xp.bincount(idx, weights=t.reshape(-1), minlength=_N_BINS)
+    tbar = tsum / xp.maximum(count, 1)
+    # number of full-spectrum elements in each bin (half-spectrum multiplicities)
+    w = xp.broadcast_to(half_spectrum_weights(shape, dtype=np.float64, xp=xpname), t.shape)
+    nfull = xp.bincount(idx, weights=w.reshape(-1), minlength=_N_BINS)
+    if isinstance(idx, np.ndarray):
+        idx.setflags(write=False)
+    return idx, tbar, nfull
+
+
+def _gcv(data, nfull, tbar, lams):
+    """Generalised cross-validation ``N ||r_λ||² / tr(I - A_λ)²``.
+
+    ``A_λ = D² / (D² + λG)`` is the influence (hat) operator of the closed form,
+    diagonal in k-space, so ``tr(I - A_λ) = Σ_k λ / (t_k + λ)``.
+    """
+    xp = get_array_module(nfull)
+    lam = xp.asarray(lams, dtype=xp.float64)[:, None]
+    trace = (nfull[None, :] * lam / (tbar[None, :] + lam)).sum(axis=1)
+    n = nfull.sum()
+    return n * data / (trace * trace)
+
+
+def _norms(power_bins, tbar, lams):
+    """Data fit and regulariser norms for every λ from binned spectral power.
+
+    With ``t = D²/G``, ``chi_hat = D phi_hat / (D² + λG)``:
+    ``|D chi_hat - phi_hat|² = |phi_hat|² λ² / (t + λ)²`` and
+    ``G |chi_hat|² = |phi_hat|² t / (t + λ)²``.
+    """
+    xp = get_array_module(power_bins)
+    lam = xp.asarray(lams, dtype=xp.float64)[:, None]
+    inv = 1.0 / (tbar[None, :] + lam) ** 2
+    data = (power_bins[None, :] * lam * lam * inv).sum(axis=1)
+    reg = (power_bins[None, :] * tbar[None, :] * inv).sum(axis=1)
+    return data, reg
+
+
+def _curvature(lams, data, reg):
+    s = np.log(lams)
+    x = np.log(np.maximum(data, np.finfo(float).tiny))
+    y = np.log(np.maximum(reg, np.finfo(float).tiny))
+    dx, dy = np.gradient(x, s), np.gradient(y, s)
+    ddx, ddy = np.gradient(dx, s), np.gradient(dy, s)
+    return (dx * ddy - ddx * dy) / np.maximum(dx * dx + dy * dy, 1e-300) ** 1.5
+
+
+def _extremum(lams, values) -> tuple[float, int]:
+    """Interior maximum of ``values`` over ``log λ``, refined by a parabola."""
+    i = int(np.argmax(values[1:-1])) + 1
+    s = np.log(lams)
+    a = np.polyfit(s[i - 1 : i + 2], values[i - 1 : i + 2], 2)
+    si = s[i]
+    if a[0] < 0:
+        si = float(np.clip(-a[1] / (2 * a[0]), s[i - 1], s[i + 1]))
+    return float(np.exp(si)), i
+
+
+def _lcurve_prepared(prep, lams, criterion="gcv"):
+    """L-curve of a prepared field; also returns ``rfftn`` of the masked field."""
+    lams = _check_lams(lams)
+    if criterion not in CRITERIA:
+        raise InvalidParameterError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    xp = get_array_module(prep.field)
+    masked = prep.field if prep.mask is None else prep.field * prep.mask
+    spectrum = rfftn(masked)
+    if not bool(xp.isfinite(spectrum.reshape(-1)[0])):
+        check_finite_or_sanitize(prep)
+        masked = prep.field if prep.mask is None else prep.field * prep.mask
+        spectrum = rfftn(masked)
+    del masked
+    shape = prep.field.shape
+    power = spectrum.real**2
+    power += spectrum.imag**2
+    power *= half_spectrum_weights(shape, dtype=power.dtype, xp=xp.__name__)
+    idx, tbar, nfull = _bins(shape, prep.voxel_size_mm, prep.b0_dir, "float64", xp.__name__)
+    power_bins = xp.bincount(idx, weights=power.reshape(-1), minlength=_N_BINS) / float(np.prod(shape))
+    data, reg = _norms(power_bins, tbar, lams)
+    gcv = _gcv(data, nfull, tbar, lams)
+    if xp is not np:
+        data, reg, gcv = xp.asnumpy(data), xp.asnumpy(reg), xp.asnumpy(gcv)
+    kappa = _curvature(lams, data, reg)
+    lam_corner, i_corner = _extremum(lams, kappa)
+    lam_gcv, i_gcv = _extremum(lams, -np.log(gcv))
+    lam, index = (lam_gcv, i_gcv) if criterion == "gcv" else (lam_corner, i_corner)
+    curve = LCurve(lams, data, reg, kappa, gcv, lam_corner, lam_gcv, criterion, lam, index)
+    return curve, spectrum
+
+
+def lcurve(
+    field,
+    mask=None,
+    *,
+    lams=None,
+    criterion="gcv",
+    voxel_size_mm=(1.0, 1.0, 1.0),
+    b0_dir=(0.0, 0.0, 1.0),
+    pad=0,
+):
+    """L-curve of the closed-form L2 inversion, and automatic λ.
+
+    Parameters
+    ----------
+    field, mask, voxel_size_mm, b0_dir, pad
+        As in :func:`mrirecon.qsm.closed_form_l2`.
+    lams : array_like, optional
+        Increasing λ grid (at least 5 values); default :func:`default_lams`.
+    criterion : ``"gcv"`` or ``"corner"``
+        Which λ :attr:`LCurve.lam` is: the minimum of generalised
+        cross-validation (default), or the L-curve's maximum-curvature corner.
+        Both are always computed (``lam_gcv``, ``lam_corner``).
+
+    Returns
+    -------
+    LCurve
+
+    Notes
+    -----
+    For every λ the two terms of the objective of
+    :func:`~mrirecon.qsm.closed_form_l2`, ``||F⁻¹DFχ_λ − φ||²`` and
+    ``Σ_i ||∇_i χ_λ||²``, are evaluated in k-space by Parseval's theorem from
+    one FFT of the (masked, padded) field, so the whole curve costs one FFT
+    plus O(N) work. With ``t = D²/G`` and ``P = |Fφ|²/N``,
+
+    * data fit ``= Σ_k P λ² / (t + λ)²``,
+    * regulariser ``= Σ_k P t / (t + λ)²``,
+    * GCV ``= N · data fit / (Σ_k λ / (t + λ))²`` (the hat operator
+      ``D²/(D² + λG)`` is diagonal in k-space, so its trace is a sum too).
+
+    All depend on k only through t, so the sums run over 65536 log-spaced
+    bins of t (each represented by the mean t of its elements), which agree
+    with the sums over every k-space element to better than 1e-3 relative.
+
+    Why GCV by default: on the head phantom the log-log L-curve is close to a
+    straight line (no distinct corner), and its maximum curvature lies one to
+    two decades below the NRMSE-optimal λ; the GCV minimum lands within a
+    factor of about 2 of it over a range of noise levels (see the tests and
+    ``scripts/bench_lcurve.py``).
+
+    References
+    ----------
+    Hansen PC. Analysis of discrete ill-posed problems by means of the
+    L-curve. SIAM Review 1992;34:561-580.
+    Golub GH, Heath M, Wahba G. Generalized cross-validation as a method for
+    choosing a good ridge parameter. Technometrics 1979;21:215-223.
+    """
+    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
+    curve, _ = _lcurve_prepared(prep, lams, criterion)
+    check_lam(curve.lam)
+    return curve
