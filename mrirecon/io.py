@@ -186,7 +186,9 @@ class atomic_path:
         return False
 
 
-def save_nifti(path, data, affine, header=None, *, force: bool = False, description: str | None = None) -> Path:
+def save_nifti(
+    path, data, affine, header=None, *, force: bool = False, description: str | None = None
+) -> Path:
     """Write ``data`` as NIfTI atomically, keeping the reference header's geometry.
 
     Parameters

@@ -173,7 +173,10 @@ def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy"):
     the voxel size does not enter. ``G(0) = 0``. Read-only, cached.
     """
     return _gradient_sq(
-        tuple(int(n) for n in shape), bool(half), np.dtype(dtype).name, xp if isinstance(xp, str) else xp.__name__
+        tuple(int(n) for n in shape),
+        bool(half),
+        np.dtype(dtype).name,
+        xp if isinstance(xp, str) else xp.__name__,
     )
 
 
@@ -181,7 +184,7 @@ def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy"):
 def _gradient_sq(shape, half, dtype, xpname):
     m = _xp(xpname)
     g = None
-    for i, f in enumerate(frequency_grid(shape, voxel_size_mm=(1.0,) * len(shape), half=half)):
+    for f in frequency_grid(shape, voxel_size_mm=(1.0,) * len(shape), half=half):
         term = m.asarray(2.0 - 2.0 * np.cos(2.0 * np.pi * f), dtype=dtype)
         g = term if g is None else g + term
     return _freeze(g)
@@ -195,7 +198,10 @@ def gradient_kernels(shape, *, half=False, dtype=np.complex64, xp="numpy"):
     squared magnitudes sum to :func:`gradient_sq_kernel`.
     """
     return _gradient(
-        tuple(int(n) for n in shape), bool(half), np.dtype(dtype).name, xp if isinstance(xp, str) else xp.__name__
+        tuple(int(n) for n in shape),
+        bool(half),
+        np.dtype(dtype).name,
+        xp if isinstance(xp, str) else xp.__name__,
     )
 
 
@@ -214,7 +220,9 @@ def half_spectrum_weights(shape, *, dtype=np.float32, xp="numpy"):
     kernel applied to ``X``. Columns 0 and ``n/2`` (even ``n``) count once, the
     others twice.
     """
-    return _weights(tuple(int(n) for n in shape), np.dtype(dtype).name, xp if isinstance(xp, str) else xp.__name__)
+    return _weights(
+        tuple(int(n) for n in shape), np.dtype(dtype).name, xp if isinstance(xp, str) else xp.__name__
+    )
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -58,7 +58,9 @@ def orthoslices(
 
     if hasattr(volumes, "ndim"):
         volumes = [volumes]
-    volumes = [v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else np.asarray(v) for v in volumes]
+    volumes = [
+        v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else np.asarray(v) for v in volumes
+    ]
     titles = list(titles) if titles is not None else [None] * len(volumes)
     vox = np.broadcast_to(np.asarray(voxel_size_mm, dtype=float), (3,))
     fig = Figure(figsize=(9.5, 3.1 * len(volumes)), layout="constrained")
@@ -104,7 +106,9 @@ def lcurve_figure(curve, *, lam_optimal=None):
     ax1.loglog(curve.data_fit, curve.regularization, ".-", color="0.3")
     for lam, colour, name in ((curve.lam_corner, "C3", "corner"), (curve.lam_gcv, "C2", "GCV")):
         i = int(np.argmin(np.abs(np.log(curve.lams / lam))))
-        ax1.loglog(curve.data_fit[i], curve.regularization[i], "o", color=colour, label=f"{name}: λ = {lam:.3g}")
+        ax1.loglog(
+            curve.data_fit[i], curve.regularization[i], "o", color=colour, label=f"{name}: λ = {lam:.3g}"
+        )
     ax1.set_xlabel("data fit ‖F⁻¹DFχ − φ‖² (ppm²)")
     ax1.set_ylabel("regulariser Σ‖∇χ‖² (ppm²)")
     ax1.legend()

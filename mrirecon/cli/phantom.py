@@ -35,8 +35,17 @@ FILES = ("field.nii.gz", "mask.nii.gz", "chi.nii.gz", "labels.nii.gz", "phantom.
 
 def add_arguments(p) -> None:
     p.add_argument("kind", choices=("qsm",), help="which phantom")
-    p.add_argument("-o", "--output-dir", metavar="DIR", required=True, help="directory to write into (created)")
-    p.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"), help="grid (default 128 128 128)")
+    p.add_argument(
+        "-o", "--output-dir", metavar="DIR", required=True, help="directory to write into (created)"
+    )
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(128, 128, 128),
+        metavar=("X", "Y", "Z"),
+        help="grid (default 128 128 128)",
+    )
     p.add_argument(
         "--voxel-size-mm",
         type=float,
@@ -47,7 +56,11 @@ def add_arguments(p) -> None:
     p.add_argument("--noise-ppm", type=float, default=0.003, help="field noise SD in ppm (default 0.003)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument(
-        "--b0-direction", type=float, nargs=3, metavar=("X", "Y", "Z"), help="B0 direction in voxel axes (default 0 0 1)"
+        "--b0-direction",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="B0 direction in voxel axes (default 0 0 1)",
     )
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
@@ -85,7 +98,12 @@ def run(args) -> int:
 
     ph = head_phantom(tuple(args.shape), voxel_size_mm=args.voxel_size_mm)
     field = simulate_field(
-        ph.chi, voxel_size_mm=ph.voxel_size_mm, b0_dir=b0, mask=ph.mask, noise_ppm=args.noise_ppm, seed=args.seed
+        ph.chi,
+        voxel_size_mm=ph.voxel_size_mm,
+        b0_dir=b0,
+        mask=ph.mask,
+        noise_ppm=args.noise_ppm,
+        seed=args.seed,
     )
     affine = np.eye(4)
     affine[:3, :3] = _rotation_to_z(b0) @ np.diag(ph.voxel_size_mm)
@@ -100,7 +118,9 @@ def run(args) -> int:
         "Seed": args.seed,
         "Units": "ppm",
         "Reference": definition.get("reference", "CSF"),
-        "Tissues": {t["name"]: {"chi_ppm": t["chi_ppm"], "source": t.get("source")} for t in definition["tissues"]},
+        "Tissues": {
+            t["name"]: {"chi_ppm": t["chi_ppm"], "source": t.get("source")} for t in definition["tissues"]
+        },
         "Software": {"name": "mrirecon", "version": __version__},
     }
     with contextlib.ExitStack() as stack:

@@ -52,9 +52,19 @@ def _lam(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("field", metavar="FIELD.nii[.gz]", help="local field map, 3-D NIfTI (units: --field-units)")
-    p.add_argument("-m", "--mask", metavar="MASK.nii[.gz]", required=True, help="brain mask, 3-D NIfTI (nonzero = inside)")
-    p.add_argument("-o", "--output", metavar="OUT.nii.gz", required=True, help="susceptibility map to write (ppm)")
+    p.add_argument(
+        "field", metavar="FIELD.nii[.gz]", help="local field map, 3-D NIfTI (units: --field-units)"
+    )
+    p.add_argument(
+        "-m",
+        "--mask",
+        metavar="MASK.nii[.gz]",
+        required=True,
+        help="brain mask, 3-D NIfTI (nonzero = inside)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="OUT.nii.gz", required=True, help="susceptibility map to write (ppm)"
+    )
     p.add_argument("--method", choices=("l2", "tkd"), default="l2", help="inversion method (default: l2)")
     p.add_argument(
         "--lam",
@@ -71,7 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --lam auto: GCV minimum (default) or L-curve maximum-curvature corner",
     )
     p.add_argument(
-        "--tkd-threshold", type=float, default=0.19, metavar="T", help="TKD truncation level in (0, 2/3) (default: 0.19)"
+        "--tkd-threshold",
+        type=float,
+        default=0.19,
+        metavar="T",
+        help="TKD truncation level in (0, 2/3) (default: 0.19)",
     )
     p.add_argument(
         "--b0-direction",
@@ -90,9 +104,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--b0-tesla", type=float, metavar="T", help="main field strength in tesla")
     p.add_argument("--te-s", type=float, metavar="S", help="echo time in seconds (for --field-units rad)")
     p.add_argument(
-        "--pad", type=int, default=0, metavar="N", help="zero voxels added per axis before the FFT (default: 0)"
+        "--pad",
+        type=int,
+        default=0,
+        metavar="N",
+        help="zero voxels added per axis before the FFT (default: 0)",
     )
-    p.add_argument("--figure", metavar="OUT.png", help="also write orthogonal slices of chi (window +-0.1 ppm)")
+    p.add_argument(
+        "--figure", metavar="OUT.png", help="also write orthogonal slices of chi (window +-0.1 ppm)"
+    )
     p.add_argument("--lcurve-figure", metavar="LC.png", help="with --lam auto: also write the L-curve")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
@@ -153,7 +173,12 @@ def run(args) -> int:
             curve = qsm.lcurve(field, mask, criterion=args.lam_criterion, **kw)
             lam = curve.lam
         chi = qsm.closed_form_l2(field, mask, lam=lam, **kw)
-        params = {"Lambda": lam, "LambdaSelection": {"gcv": "GCV minimum", "corner": "L-curve corner"}[args.lam_criterion] if curve else "given"}
+        params = {
+            "Lambda": lam,
+            "LambdaSelection": {"gcv": "GCV minimum", "corner": "L-curve corner"}[args.lam_criterion]
+            if curve
+            else "given",
+        }
     else:
         chi = qsm.tkd(field, mask, threshold=args.tkd_threshold, **kw)
         params = {"TKDThreshold": args.tkd_threshold}
@@ -183,7 +208,9 @@ def run(args) -> int:
     if args.figure:
         from ..plot import orthoslices
 
-        figs.append((orthoslices(chi, voxel_size_mm=vox, suptitle=f"{out.name} ({meta['Method']})"), args.figure))
+        figs.append(
+            (orthoslices(chi, voxel_size_mm=vox, suptitle=f"{out.name} ({meta['Method']})"), args.figure)
+        )
     if args.lcurve_figure:
         from ..plot import lcurve_figure
 
@@ -192,7 +219,9 @@ def run(args) -> int:
     # write everything to temporary files first; rename only when all succeeded
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(io.atomic_path(out, force=args.force))
-        io.save_nifti(tmp, chi, field_vol.affine, field_vol.header, force=True, description="chi ppm mrirecon")
+        io.save_nifti(
+            tmp, chi, field_vol.affine, field_vol.header, force=True, description="chi ppm mrirecon"
+        )
         tmp = stack.enter_context(io.atomic_path(sidecar, force=args.force))
         io.write_json(tmp, meta, force=True)
         for fig, path in figs:

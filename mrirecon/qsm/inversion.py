@@ -131,7 +131,12 @@ def closed_form_l2(
     """
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
     xp = get_array_module(prep.field)
-    kw = {"voxel_size_mm": prep.voxel_size_mm, "b0_dir": prep.b0_dir, "dtype": prep.field.dtype, "xp": xp.__name__}
+    kw = {
+        "voxel_size_mm": prep.voxel_size_mm,
+        "b0_dir": prep.b0_dir,
+        "dtype": prep.field.dtype,
+        "xp": xp.__name__,
+    }
     spectrum = None
     if isinstance(lam, str) and lam == "auto":
         from .lcurve import _lcurve_prepared
