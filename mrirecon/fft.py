@@ -62,6 +62,7 @@ __all__ = [
     "ifftn",
     "irfftn",
     "n_threads",
+    "next_fast_len",
     "planning",
     "real_filter",
     "rfftn",
@@ -178,6 +179,25 @@ def half_shape(shape, axes=None) -> tuple[int, ...]:
     return shape[:last] + (shape[last] // 2 + 1,) + shape[last + 1 :]
 
 
+def next_fast_len(n: int) -> int:
+    """Smallest 2·3·5-smooth integer >= n (a length every FFT backend does fast)."""
+    n = int(n)
+    if n <= 1:
+        return 1
+    best = 2 ** int(np.ceil(np.log2(n)))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _norm_axes(ndim: int, axes) -> tuple[int, ...]:
     if axes is None:
         return tuple(range(ndim))
@@ -276,6 +296,15 @@ class _RealPlan:
         )
         self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
         self.lock = threading.Lock()
+
+    def execute_inverse(self):
+        """c2r from ``self.spec`` straight into a new aligned array (unnormalised)."""
+        import pyfftw
+
+        out = pyfftw.empty_aligned(self.real.shape, dtype=self.real.dtype)
+        self.inverse.update_arrays(self.spec, out)
+        self.inverse.execute()
+        return out
 
 
 class _ComplexPlan:
@@ -376,8 +405,9 @@ def irfftn(spec, shape, axes=None):
         raise ValueError(f"half spectrum of shape {spec.shape} does not fit shape {shape}")
     with plan.lock:
         plan.spec[...] = spec
-        plan.inverse.execute()
-        return np.multiply(plan.real, plan.scale, dtype=dtype)
+        out = plan.execute_inverse()
+    out *= dtype.type(plan.scale)
+    return out
 
 
 def _complex_dtype(x) -> np.dtype:
@@ -473,6 +503,7 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
         return out
     dtype = _real_dtype(x)
     plan = _get_plan("real", shape, dtype, tuple(range(len(shape))))
+    scaled = _scaled_kernel(kernel, plan.scale)
     with plan.lock:
         if spectrum is None:
             if mask is None:
@@ -480,11 +511,38 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
             else:
                 np.multiply(x, mask, out=plan.real)
             plan.forward.execute()
-            np.multiply(plan.spec, kernel, out=plan.spec)
+            np.multiply(plan.spec, scaled, out=plan.spec)
         else:
-            np.multiply(spectrum, kernel, out=plan.spec)
-        plan.inverse.execute()
-        out = np.multiply(plan.real, dtype.type(plan.scale), dtype=dtype)
+            np.multiply(spectrum, scaled, out=plan.spec)
+        out = plan.execute_inverse()
     if mask is not None:
         out *= mask
     return out
+
+
+_scaled: collections.OrderedDict = collections.OrderedDict()
+
+
+def _scaled_kernel(kernel, scale):
+    """``kernel * scale`` (FFTW's inverse is unnormalised), kept for the last few kernels.
+
+    Cached kernels are long-lived read-only arrays, so a scaled copy made once
+    saves a pass over the volume on every call. Keyed by identity, checked
+    through a weak reference so a freed kernel's id cannot be mistaken.
+    """
+    import weakref
+
+    key = (id(kernel), scale)
+    with _lock:
+        hit = _scaled.get(key)
+        if hit is not None and hit[0]() is kernel:
+            _scaled.move_to_end(key)
+            return hit[1]
+    value = np.multiply(kernel, np.asarray(scale, dtype=kernel.dtype))
+    if getattr(kernel, "flags", None) is None or kernel.flags.writeable:
+        return value  # a caller's mutable array: do not cache
+    with _lock:
+        _scaled[key] = (weakref.ref(kernel), value)
+        while len(_scaled) > 3:
+            _scaled.popitem(last=False)
+    return value

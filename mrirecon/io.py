@@ -67,8 +67,8 @@ def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32) -> Volume:
         Required number of dimensions (trailing singleton dimensions are
         dropped first); None accepts any.
     dtype : dtype
-        Data type of ``data`` (float32 by default; ``None`` keeps the file's
-        type after scaling).
+        Data type of ``data`` (float32 by default). ``None``: float64 for
+        integer or scaled data, the file's own type for unscaled floats.
 
     Raises
     ------
@@ -95,6 +95,8 @@ def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32) -> Volume:
         raise
     except Exception as exc:
         raise InputFileError(f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from None
+    if data.dtype.kind == "c" and (dtype is None or np.dtype(dtype).kind != "c"):
+        raise InputFileError(f"{path}: holds complex values; expected a real-valued volume")
     if img.header.get_slope_inter() != (None, None) or data.dtype.kind not in "fc":
         data = np.asarray(img.get_fdata(dtype=np.float64 if dtype in (None, np.float64) else np.float32))
     if ndim is not None:
@@ -199,8 +201,9 @@ def save_nifti(
         Written as float32 (bool as uint8), with no scaling.
     affine : (4, 4) array
     header : nibabel header, optional
-        Copied (qform/sform codes, units, dimension info); data type and
-        scaling are reset.
+        Copied (units, dimension info, and the qform/sform codes when its
+        affine equals ``affine``; nibabel resets them otherwise); data type
+        and scaling are reset.
     force : bool
         Overwrite an existing file.
     description : str, optional

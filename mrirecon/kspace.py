@@ -139,30 +139,36 @@ def _dipole(shape, vox, b, half, dtype, xpname):
         raise InvalidParameterError(f"the dipole kernel needs a 3-D shape, got {shape}")
     m = _xp(xpname)
     grid = frequency_grid(shape, voxel_size_mm=vox, half=half)
-    k2 = None
-    kb = None
-    nyquist_sq = None
-    for n, bi, f in zip(shape, b, grid, strict=True):
-        # a_i = k_i b_i split into its Nyquist entry r_i (even n) and the rest q_i
+    # k.b = sum_i a_i with a_i = k_i b_i; on a Nyquist plane the a_i term is
+    # left out of the sum and a_i^2 added instead (the average over +-k_i)
+    k2 = kb = None
+    nyquist = []
+    for axis, (n, bi, f) in enumerate(zip(shape, b, grid, strict=True)):
         a = f * bi
-        r2 = np.zeros_like(a)
         if n % 2 == 0:
-            nyq = np.abs(f) == np.abs(f).max()
-            r2[nyq] = a[nyq] ** 2
-            a = np.where(nyq, 0.0, a)
+            nyq = int(np.argmax(np.abs(f.reshape(-1))))
+            nyquist.append((axis, nyq, float(a.reshape(-1)[nyq]) ** 2))
+            a.reshape(-1)[nyq] = 0.0
         f2 = m.asarray(f * f, dtype=dtype)
         a = m.asarray(a, dtype=dtype)
-        r2 = m.asarray(r2, dtype=dtype)
         k2 = f2 if k2 is None else k2 + f2
         kb = a if kb is None else kb + a
-        nyquist_sq = r2 if nyquist_sq is None else nyquist_sq + r2
-    kb = kb * kb
-    kb += nyquist_sq
+    kb *= kb
+    for axis, index, r2 in nyquist:
+        if r2:
+            sl = [slice(None)] * 3
+            sl[axis] = index
+            kb[tuple(sl)] += dtype_scalar(dtype, r2)
     k2[(0,) * 3] = 1.0
     kb /= k2
-    d = np.subtract(1.0 / 3.0, kb, out=kb) if m is np else 1.0 / 3.0 - kb
+    del k2
+    d = m.subtract(dtype_scalar(dtype, 1.0 / 3.0), kb, out=kb)
     d[(0,) * 3] = 0.0
-    return _freeze(d.astype(dtype, copy=False))
+    return _freeze(d)
+
+
+def dtype_scalar(dtype, value):
+    return np.dtype(dtype).type(value)
 
 
 def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy"):

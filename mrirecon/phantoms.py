@@ -416,8 +416,6 @@ def simulate_field(
     :func:`mrirecon.kspace.dipole_kernel`. Transforms are planned with
     ``FFTW_ESTIMATE``: a one-off transform gains nothing from measuring a plan.
     """
-    from scipy.fft import next_fast_len
-
     from . import fft
     from .kspace import dipole_kernel
 
@@ -428,8 +426,11 @@ def simulate_field(
         raise InvalidParameterError(f"noise_ppm must be >= 0, got {noise_ppm!r}")
     if not np.isfinite(pad_factor) or pad_factor < 1:
         raise InvalidParameterError(f"pad_factor must be >= 1, got {pad_factor!r}")
+    if seed is not None and not isinstance(seed, np.random.Generator):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidParameterError(f"seed must be a non-negative integer or a Generator, got {seed!r}")
     dtype = np.float64 if chi.dtype == np.float64 else np.float32
-    big = tuple(int(next_fast_len(math.ceil(n * pad_factor), real=True)) for n in chi.shape)
+    big = tuple(fft.next_fast_len(math.ceil(n * pad_factor)) for n in chi.shape)
     padded = np.zeros(big, dtype=dtype)
     padded[tuple(slice(0, n) for n in chi.shape)] = chi
     kernel = dipole_kernel(big, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, half=True, dtype=dtype)

@@ -87,16 +87,19 @@ def run(args) -> int:
         raise InvalidParameterError(f"--shape must be at least 8 voxels per axis, got {args.shape}")
     if not np.isfinite(args.noise_ppm) or args.noise_ppm < 0:
         raise InvalidParameterError(f"--noise-ppm must be >= 0, got {args.noise_ppm}")
+    if args.seed < 0:
+        raise InvalidParameterError(f"--seed must be >= 0, got {args.seed}")
     b0 = normalize_direction(args.b0_direction if args.b0_direction is not None else (0, 0, 1))
     out = Path(args.output_dir)
     if out.exists() and not out.is_dir():
         raise InvalidParameterError(f"{out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f for f in FILES]
-    for path in paths:
-        io.check_writable(path, force=args.force)
+    if out.is_dir():
+        for path in paths:
+            io.check_writable(path, force=args.force)
 
-    ph = head_phantom(tuple(args.shape), voxel_size_mm=args.voxel_size_mm)
+    ph = head_phantom(tuple(args.shape), voxel_size_mm=args.voxel_size_mm)  # validates the geometry
+    out.mkdir(parents=True, exist_ok=True)
     field = simulate_field(
         ph.chi,
         voxel_size_mm=ph.voxel_size_mm,

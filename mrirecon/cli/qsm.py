@@ -117,6 +117,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
+def _check_figure_format(flag, path) -> None:
+    from matplotlib.figure import Figure
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    supported = Figure().canvas.get_supported_filetypes()
+    if suffix not in supported:
+        raise InvalidParameterError(
+            f"{flag} {path}: unsupported figure format {suffix!r}; use one of {', '.join(sorted(supported))}"
+        )
+
+
 def run(args) -> int:
     from .. import __version__, io, qsm
 
@@ -127,11 +138,18 @@ def run(args) -> int:
         raise InvalidParameterError(f"--tkd-threshold must be in (0, 2/3), got {args.tkd_threshold}")
     if args.pad < 0:
         raise InvalidParameterError(f"--pad must be >= 0, got {args.pad}")
+    if args.field_units in ("hz", "rad") and args.b0_tesla is None:
+        raise InvalidParameterError(f"--field-units {args.field_units} needs --b0-tesla")
+    if args.field_units == "rad" and args.te_s is None:
+        raise InvalidParameterError("--field-units rad needs --te-s (the echo time in seconds)")
     if args.lcurve_figure and not (args.method == "l2" and args.lam == "auto"):
         raise InvalidParameterError("--lcurve-figure needs --method l2 --lam auto")
     outputs = [out, sidecar] + [Path(f) for f in (args.figure, args.lcurve_figure) if f]
     if len({str(p.resolve()) for p in outputs}) != len(outputs):
         raise InvalidParameterError("output, sidecar and figure paths must all differ")
+    for flag, fig_path in (("--figure", args.figure), ("--lcurve-figure", args.lcurve_figure)):
+        if fig_path:
+            _check_figure_format(flag, fig_path)
     if not str(out).lower().endswith((".nii", ".nii.gz")):
         raise InvalidParameterError(f"{out}: output must end in .nii or .nii.gz")
     for path in outputs:

@@ -74,7 +74,7 @@ def check_lam(lam) -> float:
 
 def padded_shape(shape, pad) -> tuple[int, ...]:
     """Shape after adding ``pad`` voxels per axis, rounded up to FFT-friendly sizes."""
-    from scipy.fft import next_fast_len
+    from ..fft import next_fast_len
 
     p = np.atleast_1d(np.asarray(pad))
     if p.size == 1:
@@ -83,7 +83,7 @@ def padded_shape(shape, pad) -> tuple[int, ...]:
         raise InvalidParameterError(f"pad must be a non-negative integer or 3 of them (voxels), got {pad!r}")
     if not np.any(p):
         return tuple(shape)
-    return tuple(int(next_fast_len(int(n + q), real=True)) for n, q in zip(shape, p, strict=True))
+    return tuple(int(next_fast_len(int(n + q))) for n, q in zip(shape, p, strict=True))
 
 
 def prepare(field, mask, *, voxel_size_mm, b0_dir, pad) -> Prepared:
