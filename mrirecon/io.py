@@ -161,6 +161,12 @@ def check_writable(path, *, force: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class atomic_path:
     """Context manager giving a temporary path that replaces ``path`` on success.
 
@@ -177,6 +183,7 @@ class atomic_path:
         suffix = next((s for s in _NIFTI_SUFFIXES if name.lower().endswith(s)), self.path.suffix)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{name}.", suffix=f".tmp{suffix}")
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
         self.tmp = Path(tmp)
         return self.tmp
 

@@ -425,3 +425,14 @@ def test_load_complex_rejected(tmp_path):
         with pytest.raises(MriReconError) as ei:
             io.load_nifti(path)
     assert str(path) in str(ei.value)
+
+
+def test_saved_files_get_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = io.save_nifti(tmp_path / "p.nii.gz", np.zeros((2, 2, 2), np.float32), np.eye(4))
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
