@@ -57,6 +57,11 @@ def normalize_direction(b0_dir) -> tuple[float, float, float]:
     return (float(b[0]), float(b[1]), float(b[2]))
 
 
+def xp_name(xp) -> str:
+    """``"numpy"`` or ``"cupy"``, from a module or its name (the cache key of kernels)."""
+    return xp if isinstance(xp, str) else xp.__name__
+
+
 def _xp(name: str):
     if name == "numpy":
         return np
@@ -129,7 +134,7 @@ def dipole_kernel(
         normalize_direction(b0_dir),
         bool(half),
         np.dtype(dtype).name,
-        xp if isinstance(xp, str) else xp.__name__,
+        xp_name(xp),
     )
 
 
@@ -182,7 +187,7 @@ def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy"):
         tuple(int(n) for n in shape),
         bool(half),
         np.dtype(dtype).name,
-        xp if isinstance(xp, str) else xp.__name__,
+        xp_name(xp),
     )
 
 
@@ -207,7 +212,7 @@ def gradient_kernels(shape, *, half=False, dtype=np.complex64, xp="numpy"):
         tuple(int(n) for n in shape),
         bool(half),
         np.dtype(dtype).name,
-        xp if isinstance(xp, str) else xp.__name__,
+        xp_name(xp),
     )
 
 
@@ -226,9 +231,7 @@ def half_spectrum_weights(shape, *, dtype=np.float32, xp="numpy"):
     kernel applied to ``X``. Columns 0 and ``n/2`` (even ``n``) count once, the
     others twice.
     """
-    return _weights(
-        tuple(int(n) for n in shape), np.dtype(dtype).name, xp if isinstance(xp, str) else xp.__name__
-    )
+    return _weights(tuple(int(n) for n in shape), np.dtype(dtype).name, xp_name(xp))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

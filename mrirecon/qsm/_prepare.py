@@ -30,6 +30,11 @@ class Prepared:
         return x[tuple(slice(0, n) for n in self.shape)].copy()
 
 
+def check_reference(reference) -> None:
+    if reference is not None and reference != "mask_mean":
+        raise InvalidParameterError(f"reference must be 'mask_mean' or None, got {reference!r}")
+
+
 def finish(prep: Prepared, chi, reference):
     """Crop to the original shape and subtract the reference value."""
     chi = prep.crop(chi)
@@ -39,8 +44,6 @@ def finish(prep: Prepared, chi, reference):
         chi -= chi.mean(dtype=xp.float64) if m is None else chi[m].mean(dtype=xp.float64)
         if m is not None:
             chi *= m
-    elif reference is not None:
-        raise InvalidParameterError(f"reference must be 'mask_mean' or None, got {reference!r}")
     return chi
 
 

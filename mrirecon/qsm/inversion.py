@@ -7,9 +7,9 @@ import functools
 import numpy as np
 
 from ..errors import InvalidParameterError
-from ..fft import get_array_module, half_shape
-from ..kspace import dipole_kernel, gradient_sq_kernel, normalize_direction, normalize_voxel_size
-from ._prepare import check_lam, filter_checked, finish, prepare
+from ..fft import get_array_module
+from ..kspace import dipole_kernel, gradient_sq_kernel, normalize_direction, normalize_voxel_size, xp_name
+from ._prepare import check_lam, check_reference, filter_checked, finish, prepare
 
 __all__ = ["closed_form_l2", "l2_kernel", "tkd", "tkd_kernel"]
 
@@ -20,7 +20,7 @@ def _key(shape, voxel_size_mm, b0_dir, dtype, xp):
         normalize_voxel_size(voxel_size_mm),
         normalize_direction(b0_dir),
         np.dtype(dtype).name,
-        xp if isinstance(xp, str) else xp.__name__,
+        xp_name(xp),
     )
 
 
@@ -90,7 +90,8 @@ def closed_form_l2(
         B0 direction in the array's voxel axes (normalised here); from a NIfTI
         affine use :func:`mrirecon.io.b0_direction_from_affine`.
     lam : float or ``"auto"``
-        Regularisation weight λ > 0; ``"auto"`` picks it at the L-curve's corner
+        Regularisation weight λ > 0; ``"auto"`` (default) picks it by
+        generalised cross-validation over the default λ grid
         (:func:`mrirecon.qsm.lcurve`), from the same FFT of the field.
     pad : int or 3 ints
         Zero voxels added per axis before the FFT (less wrap-around, more time);
@@ -129,6 +130,9 @@ def closed_form_l2(
     Bilgic B, et al. Fast image reconstruction with L2-regularization.
     J Magn Reson Imaging 2014;40:181-191.
     """
+    check_reference(reference)
+    if not (isinstance(lam, str) and lam == "auto"):
+        check_lam(lam)
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
     xp = get_array_module(prep.field)
     kw = {
@@ -145,7 +149,6 @@ def closed_form_l2(
         lam = curve.lam
     lam = check_lam(lam)
     kernel = l2_kernel(prep.field.shape, lam=lam, **kw)
-    assert kernel.shape == half_shape(prep.field.shape)
     return finish(prep, filter_checked(prep, kernel, spectrum=spectrum), reference)
 
 
@@ -187,6 +190,7 @@ def tkd(
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 2 / 3:
         raise InvalidParameterError(f"threshold must be a number in (0, 2/3), got {threshold!r}")
+    check_reference(reference)
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
     xp = get_array_module(prep.field)
     kernel = tkd_kernel(
