@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._parallel import elementwise
+
 __all__ = [
     "backend",
     "fftc",
@@ -507,52 +509,17 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
     with plan.lock:
         if spectrum is None:
             if mask is None:
-                _rowwise(np.positive, plan.real, x)
+                elementwise(np.positive, plan.real, x)
             else:
-                _rowwise(np.multiply, plan.real, x, mask)
+                elementwise(np.multiply, plan.real, x, mask)
             plan.forward.execute()
-            _rowwise(np.multiply, plan.spec, plan.spec, scaled)
+            elementwise(np.multiply, plan.spec, plan.spec, scaled)
         else:
-            _rowwise(np.multiply, plan.spec, spectrum, scaled)
+            elementwise(np.multiply, plan.spec, spectrum, scaled)
         out = plan.execute_inverse()
     if mask is not None:
-        _rowwise(np.multiply, out, out, mask)
+        elementwise(np.multiply, out, out, mask)
     return out
-
-
-_PARALLEL_MIN = 1 << 20  # elements; below this one thread is faster
-
-
-def _pool():
-    """A thread pool for element-wise passes over large volumes (NumPy releases the GIL)."""
-    with _lock:
-        pool = _state.get("pool")
-        if pool is None or _state.get("pool_size") != n_threads():
-            from concurrent.futures import ThreadPoolExecutor
-
-            if pool is not None:
-                pool.shutdown(wait=False)
-            pool = ThreadPoolExecutor(max_workers=n_threads(), thread_name_prefix="mrirecon")
-            _state["pool"], _state["pool_size"] = pool, n_threads()
-        return pool
-
-
-def _rowwise(fn, out, *operands):
-    """``fn(*operands, out=out)`` split into slabs along axis 0, one per thread.
-
-    Operands of shape 1 along axis 0 (broadcast) are passed whole.
-    """
-    threads = n_threads()
-    if threads == 1 or out.size < _PARALLEL_MIN or out.shape[0] < threads:
-        fn(*operands, out=out)
-        return
-    edges = np.linspace(0, out.shape[0], threads + 1).astype(int)
-
-    def work(i):
-        sl = slice(edges[i], edges[i + 1])
-        fn(*[a if np.ndim(a) == 0 or a.shape[0] == 1 else a[sl] for a in operands], out=out[sl])
-
-    list(_pool().map(work, range(threads)))
 
 
 _scaled: collections.OrderedDict = collections.OrderedDict()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._parallel import elementwise
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module
 from ..kspace import normalize_direction, normalize_voxel_size
@@ -36,14 +37,25 @@ def check_reference(reference) -> None:
 
 
 def finish(prep: Prepared, chi, reference):
-    """Crop to the original shape and subtract the reference value."""
+    """Crop to the original shape and subtract the reference value.
+
+    ``chi`` is already zero outside the mask, so the mask mean is its sum over
+    the voxel count, and the subtraction is restricted to the mask.
+    """
     chi = prep.crop(chi)
     if reference == "mask_mean":
         xp = get_array_module(chi)
         m = prep.user_mask
-        chi -= chi.mean(dtype=xp.float64) if m is None else chi[m].mean(dtype=xp.float64)
-        if m is not None:
-            chi *= m
+        if m is None:
+            chi -= chi.dtype.type(chi.mean(dtype=xp.float64))
+        else:
+            mean = chi.dtype.type(chi.sum(dtype=xp.float64) / int(xp.count_nonzero(m)))
+            if xp is np:
+                elementwise(np.subtract, chi, chi, mean)
+                elementwise(np.multiply, chi, chi, m)
+            else:
+                chi -= mean
+                chi *= m
     return chi
 
 
