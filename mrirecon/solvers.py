@@ -1,0 +1,288 @@
+"""Generic iterative solvers: conjugate gradients, nonlinear CG, and the callbacks they share.
+
+Every solver takes its problem as callables on arrays (NumPy or CuPy, the
+solver never looks inside), keyword-only ``x0``, ``max_iter``, ``tol`` and
+``callback``, and returns a :class:`SolverResult`. A callback is called after
+every iteration as ``callback(iteration, x, info)`` with ``info`` a dict of
+what the solver knows (``residual``, ``objective`` where it has one); it may
+return True to stop early. :class:`History` records objective, error against a
+reference and wall time per iteration (for convergence plots);
+:class:`ProgressBar` drives a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidParameterError
+from .fft import get_array_module
+
+__all__ = ["History", "ProgressBar", "SolverResult", "cg", "chain", "nlcg"]
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns.
+
+    Attributes
+    ----------
+    x : array
+        The solution.
+    iterations : int
+        Iterations run.
+    converged : bool
+        Whether the tolerance was met (False: stopped at ``max_iter`` or by a callback).
+    info : dict
+        The last iteration's info (residual, objective, ...).
+    """
+
+    x: object
+    iterations: int
+    converged: bool
+    info: dict = field(default_factory=dict)
+
+
+def _check_common(max_iter, tol):
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise InvalidParameterError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not np.isfinite(tol) or tol < 0:
+        raise InvalidParameterError(f"tol must be a non-negative number, got {tol!r}")
+
+
+def _vdot_real(a, b) -> float:
+    xp = get_array_module(a)
+    return float(xp.vdot(a.reshape(-1), b.reshape(-1)).real)
+
+
+def cg(normal, rhs, *, x0=None, max_iter=100, tol=1e-6, callback=None) -> SolverResult:
+    """Conjugate gradients for ``normal(x) = rhs`` with ``normal`` symmetric positive (semi)definite.
+
+    Parameters
+    ----------
+    normal : callable
+        ``x -> N x`` (e.g. ``Aᴴ W² A + λ ∇ᴴ∇``).
+    rhs : array
+    x0 : array, optional
+        Warm start (default zeros).
+    max_iter : int
+    tol : float
+        Stop when ``||rhs - N x|| <= tol * ||rhs||``.
+    callback : callable, optional
+        ``callback(k, x, {"residual": relative residual})``; return True to stop.
+
+    Returns
+    -------
+    SolverResult
+    """
+    _check_common(max_iter, tol)
+    xp = get_array_module(rhs)
+    x = xp.zeros_like(rhs) if x0 is None else x0.astype(rhs.dtype, copy=True)
+    r = rhs - normal(x) if x0 is not None else rhs.copy()
+    bnorm = np.sqrt(_vdot_real(rhs, rhs))
+    if bnorm == 0:
+        return SolverResult(xp.zeros_like(rhs), 0, True, {"residual": 0.0})
+    p = r.copy()
+    rr = _vdot_real(r, r)
+    info = {"residual": np.sqrt(rr) / bnorm}
+    if info["residual"] <= tol:
+        return SolverResult(x, 0, True, info)
+    k = 0
+    converged = False
+    for k in range(1, max_iter + 1):  # noqa: B007 - k is returned
+        q = normal(p)
+        pq = _vdot_real(p, q)
+        if pq <= 0:  # direction in the null space: nothing left to reduce
+            converged = True
+            break
+        alpha = rr / pq
+        x += alpha * p
+        r -= alpha * q
+        rr_new = _vdot_real(r, r)
+        info = {"residual": np.sqrt(rr_new) / bnorm}
+        stop = callback(k, x, info) if callback is not None else False
+        if info["residual"] <= tol:
+            converged = True
+            break
+        if stop:
+            break
+        p *= rr_new / rr
+        p += r
+        rr = rr_new
+    return SolverResult(x, k, converged, info)
+
+
+def nlcg(
+    objective,
+    gradient,
+    x0,
+    *,
+    line=None,
+    max_iter=100,
+    tol=1e-4,
+    callback=None,
+    alpha=0.01,
+    beta=0.6,
+    max_backtrack=30,
+) -> SolverResult:
+    """Nonlinear conjugate gradients (Polak–Ribière+, backtracking Armijo line search).
+
+    Parameters
+    ----------
+    objective : callable
+        ``x -> f(x)`` (float).
+    gradient : callable
+        ``x -> ∇f(x)`` (array like ``x``).
+    x0 : array
+        Starting point (not modified).
+    line : callable, optional
+        ``line(x, d) -> phi`` with ``phi(t) = f(x + t d)``: a cheap evaluation
+        of f along a direction (e.g. from precomputed ``A x`` and ``A d`` for a
+        quadratic data term). It is called right after ``gradient(x)`` at the
+        same ``x``. If ``phi`` has a method ``accept(t)``, it is called with
+        the accepted step before ``gradient`` is evaluated at the new point
+        (so a problem can update cached products instead of recomputing them).
+        Default: ``objective(x + t d)``.
+    max_iter : int
+    tol : float
+        Stop when the relative change ``||x_k - x_{k-1}|| / ||x_k||`` falls below ``tol``.
+    callback : callable, optional
+        ``callback(k, x, {"objective": f, "change": relative change, "step": t})``.
+    alpha, beta, max_backtrack
+        Armijo sufficient-decrease constant, step reduction factor, and the
+        largest number of step reductions per iteration.
+
+    Returns
+    -------
+    SolverResult
+
+    Notes
+    -----
+    The first step of each line search is the previous accepted step divided
+    by ``beta`` (so steps can grow again), starting from 1.
+    """
+    _check_common(max_iter, tol)
+    x = x0.copy()
+    g = gradient(x)
+    d = -g
+    f = float(objective(x))
+    t = 1.0
+    info = {"objective": f, "change": np.inf, "step": 0.0}
+    converged = False
+    k = 0
+    for k in range(1, max_iter + 1):  # noqa: B007 - k is returned
+        gd = _vdot_real(g, d)
+        if gd >= 0:  # not a descent direction: restart along -g
+            d = -g
+            gd = _vdot_real(g, d)
+        phi = line(x, d) if line is not None else (lambda s, x=x, d=d: float(objective(x + s * d)))
+        t = min(t / beta, 1e12)
+        f_new = phi(t)
+        n_back = 0
+        while f_new > f + alpha * t * gd and n_back < max_backtrack:
+            t *= beta
+            f_new = phi(t)
+            n_back += 1
+        if f_new > f:  # no decrease found along d
+            converged = True
+            info = {"objective": f, "change": 0.0, "step": 0.0}
+            break
+        if hasattr(phi, "accept"):
+            phi.accept(t)
+        step = t * d
+        x += step
+        change = np.sqrt(_vdot_real(step, step)) / max(np.sqrt(_vdot_real(x, x)), np.finfo(float).tiny)
+        f = f_new
+        g_new = gradient(x)
+        # Polak–Ribière+, clipped at 0 (automatic restart)
+        beta_pr = max(0.0, _vdot_real(g_new, g_new - g) / max(_vdot_real(g, g), np.finfo(float).tiny))
+        d = -g_new + beta_pr * d
+        g = g_new
+        info = {"objective": f, "change": change, "step": t}
+        stop = callback(k, x, info) if callback is not None else False
+        if change <= tol:
+            converged = True
+            break
+        if stop:
+            break
+    return SolverResult(x, k, converged, info)
+
+
+class History:
+    """Callback recording, per iteration: wall time, the solver's info, and an error against a reference.
+
+    Parameters
+    ----------
+    reference : array, optional
+        Ground truth; with ``metric`` gives the error curve.
+    metric : callable, optional
+        ``metric(x, reference) -> float`` (e.g. ``lambda x, r: nrmse(x, r, mask=m)``).
+    every : int
+        Evaluate the metric every this many iterations (it can cost more than an iteration).
+    transform : callable, optional
+        Applied to ``x`` before the metric (e.g. masking and referencing as the method's final step).
+
+    Attributes
+    ----------
+    iterations, times, errors, infos : lists
+        ``times`` are seconds since the History was created (or :meth:`start`).
+    """
+
+    def __init__(self, reference=None, metric=None, *, every=1, transform=None):
+        self.reference, self.metric, self.every, self.transform = reference, metric, int(every), transform
+        self.start()
+
+    def start(self):
+        self.t0 = time.perf_counter()
+        self.iterations, self.times, self.errors, self.infos = [], [], [], []
+        self._excluded = 0.0
+
+    def __call__(self, k, x, info):
+        t = time.perf_counter()
+        self.iterations.append(k)
+        self.infos.append(dict(info))
+        err = None
+        if self.metric is not None and self.reference is not None and k % self.every == 0:
+            y = self.transform(x) if self.transform is not None else x
+            err = float(self.metric(y, self.reference))
+        self.errors.append(err)
+        # the time spent on the metric is not the solver's
+        self._excluded += time.perf_counter() - t
+        self.times.append(time.perf_counter() - self.t0 - self._excluded)
+        return False
+
+
+class ProgressBar:
+    """Callback showing a tqdm progress bar (to stderr) with the latest residual/objective."""
+
+    def __init__(self, total, *, desc="iterations", disable=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, disable=disable, leave=False)
+
+    def __call__(self, k, x, info):
+        self.bar.update(1)
+        shown = {key: f"{val:.3g}" for key, val in info.items() if isinstance(val, float)}
+        if shown:
+            self.bar.set_postfix(shown, refresh=False)
+        return False
+
+    def close(self):
+        self.bar.close()
+
+
+def chain(*callbacks):
+    """Combine callbacks (None entries ignored); stops when any of them asks to."""
+    callbacks = [c for c in callbacks if c is not None]
+    if not callbacks:
+        return None
+
+    def run(k, x, info):
+        stop = False
+        for c in callbacks:
+            stop = bool(c(k, x, info)) or stop
+        return stop
+
+    return run
