@@ -23,9 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import phantom, qsm
+    from . import bench, phantom, qsm
 
-    return [qsm, phantom]
+    return [qsm, phantom, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

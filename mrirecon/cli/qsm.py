@@ -24,6 +24,15 @@ Dipole inversion of a local (background-removed) field map.
        or the maximum-curvature corner (--lam-criterion corner).
   tkd  truncated k-space division, threshold --tkd-threshold (default 0.19).
 
+Iterative baselines (progress bar on stderr; --max-iter, --tol):
+  cg-l2    the L2 objective (optionally weighted by --weights: ||W(F^-1 D F chi
+           - phi)||^2 + lam ||grad chi||^2) by conjugate gradients; with no
+           weights it converges to l2. --lam auto uses the GCV lambda of l2.
+  tv       1/2 ||W(F^-1 D F chi - phi)||^2 + lam ||grad chi||_1 by ADMM (split
+           Bregman); --lam is required (a number: the TV lambda is on another
+           scale than the L2 one), --mu sets the ADMM penalty (default 10 lam).
+  tv-nlcg  the same TV objective (|.| smoothed) by nonlinear CG.
+
 The field is zeroed outside the mask before the inversion; chi is written in
 ppm, zero outside the mask and relative to its mean inside the mask. The voxel
 size comes from the header and the B0 direction from the affine (scanner z
@@ -65,7 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT.nii.gz", required=True, help="susceptibility map to write (ppm)"
     )
-    p.add_argument("--method", choices=("l2", "tkd"), default="l2", help="inversion method (default: l2)")
+    p.add_argument(
+        "--method",
+        choices=("l2", "tkd", "cg-l2", "tv", "tv-nlcg"),
+        default="l2",
+        help="inversion method (default: l2)",
+    )
     p.add_argument(
         "--lam",
         type=_lam,
@@ -111,10 +125,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="zero voxels added per axis before the FFT (default: 0)",
     )
     p.add_argument(
+        "--weights",
+        metavar="W.nii[.gz]",
+        help="data weights W >= 0 for cg-l2, tv and tv-nlcg (e.g. normalised magnitude); default 1",
+    )
+    p.add_argument(
+        "--max-iter", type=int, default=None, metavar="N", help="iterative methods: maximum iterations"
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        metavar="T",
+        help="iterative methods: stopping tolerance (cg-l2: relative residual, default 1e-6; "
+        "tv, tv-nlcg: relative change of chi, default 1e-3 / 1e-4)",
+    )
+    p.add_argument("--mu", type=float, default=None, help="tv: ADMM penalty (default 10 * lam)")
+    p.add_argument(
         "--figure", metavar="OUT.png", help="also write orthogonal slices of chi (window +-0.1 ppm)"
     )
     p.add_argument("--lcurve-figure", metavar="LC.png", help="with --lam auto: also write the L-curve")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+METHODS = {
+    "l2": "closed-form L2 (gradient regularisation)",
+    "tkd": "TKD",
+    "cg-l2": "weighted L2 (gradient regularisation) by conjugate gradients",
+    "tv": "TV by ADMM (split Bregman)",
+    "tv-nlcg": "TV (smoothed) by nonlinear CG",
+}
+
+
+def _iterative(args, qsm, field, mask, weights, kw):
+    """Run cg-l2, tv or tv-nlcg; returns chi and the sidecar parameters."""
+    lam = args.lam
+    params = {}
+    if args.method == "cg-l2" and lam == "auto":
+        lam = qsm.lcurve(field, mask, **kw).lam
+        params["LambdaSelection"] = "GCV minimum of the closed-form L2"
+    opts = {"weights": weights, "lam": lam, "progress": True, "return_result": True, **kw}
+    if args.max_iter is not None:
+        opts["max_iter"] = args.max_iter
+    if args.tol is not None:
+        opts["tol"] = args.tol
+    if args.method == "cg-l2":
+        res = qsm.cg_l2(field, mask, **opts)
+    elif args.method == "tv":
+        res = qsm.tv_admm(field, mask, mu=args.mu, **opts)
+        params["Mu"] = args.mu if args.mu is not None else 10 * lam
+    else:
+        res = qsm.tv_nlcg(field, mask, **opts)
+    params.update(
+        {
+            "Lambda": lam,
+            "Iterations": res.iterations,
+            "Converged": bool(res.converged),
+            "Weights": str(Path(args.weights).resolve()) if args.weights else None,
+        }
+    )
+    if not res.converged:
+        print(
+            f"warning: {args.method} stopped after {res.iterations} iterations without meeting the tolerance"
+        )
+    return res.x, params
 
 
 def _check_figure_format(flag, path) -> None:
@@ -144,6 +218,19 @@ def run(args) -> int:
         raise InvalidParameterError("--field-units rad needs --te-s (the echo time in seconds)")
     if args.lcurve_figure and not (args.method == "l2" and args.lam == "auto"):
         raise InvalidParameterError("--lcurve-figure needs --method l2 --lam auto")
+    iterative = args.method in ("cg-l2", "tv", "tv-nlcg")
+    if not iterative and (args.max_iter is not None or args.tol is not None or args.weights):
+        raise InvalidParameterError("--max-iter, --tol and --weights are for --method cg-l2, tv or tv-nlcg")
+    if args.method in ("tv", "tv-nlcg") and args.lam == "auto":
+        raise InvalidParameterError(f"--method {args.method} needs a numeric --lam (no automatic TV lambda)")
+    if args.mu is not None and (args.method != "tv" or not math.isfinite(args.mu) or args.mu <= 0):
+        raise InvalidParameterError("--mu must be a positive number, and only goes with --method tv")
+    if args.max_iter is not None and args.max_iter < 1:
+        raise InvalidParameterError(f"--max-iter must be >= 1, got {args.max_iter}")
+    if args.tol is not None and not (math.isfinite(args.tol) and args.tol >= 0):
+        raise InvalidParameterError(f"--tol must be >= 0, got {args.tol}")
+    if iterative and args.pad:
+        raise InvalidParameterError("--pad is only for --method l2 and tkd")
     outputs = [out, sidecar] + [Path(f) for f in (args.figure, args.lcurve_figure) if f]
     if len({str(p.resolve()) for p in outputs}) != len(outputs):
         raise InvalidParameterError("output, sidecar and figure paths must all differ")
@@ -154,7 +241,7 @@ def run(args) -> int:
         raise InvalidParameterError(f"{out}: output must end in .nii or .nii.gz")
     for path in outputs:
         io.check_writable(path, force=args.force)
-    inputs = {Path(args.field).resolve(), Path(args.mask).resolve()}
+    inputs = {Path(p).resolve() for p in (args.field, args.mask, args.weights) if p}
     if any(p.resolve() in inputs for p in outputs):
         raise InvalidParameterError("an output path is one of the inputs")
 
@@ -183,9 +270,17 @@ def run(args) -> int:
     field = qsm.field_to_ppm(field, units=args.field_units, b0_tesla=args.b0_tesla, te_s=args.te_s).astype(
         np.float32, copy=False
     )
+    weights = None
+    if args.weights:
+        weights_vol = io.load_nifti(args.weights)
+        io.check_same_grid(field_vol, weights_vol)
+        weights = weights_vol.data
     kw = {"voxel_size_mm": vox, "b0_dir": b0, "pad": args.pad}
     curve = None
-    if args.method == "l2":
+    if iterative:
+        kw.pop("pad")
+        chi, params = _iterative(args, qsm, field, mask, weights, kw)
+    elif args.method == "l2":
         lam = args.lam
         if lam == "auto":
             curve = qsm.lcurve(field, mask, criterion=args.lam_criterion, **kw)
@@ -204,7 +299,7 @@ def run(args) -> int:
 
     meta = {
         "Description": "Magnetic susceptibility map",
-        "Method": {"l2": "closed-form L2 (gradient regularisation)", "tkd": "TKD"}[args.method],
+        "Method": METHODS[args.method],
         **params,
         "Units": "ppm",
         "Reference": "mean inside the mask",
