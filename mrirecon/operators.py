@@ -72,6 +72,15 @@ class _Adjoint(Operator):
         super().__init__(op.shape_out, op.shape_in, op.dtype)
         self.op = op
 
+    def __repr__(self):
+        return f"{self.op!r}.H"
+
+    def _check(self, x, shape, what):
+        if tuple(x.shape) != shape:
+            raise ShapeMismatchError(
+                f"{type(self.op).__name__}.H.{what}: expected shape {shape}, got {tuple(x.shape)}"
+            )
+
     def _forward(self, x):
         return self.op._adjoint(x)
 

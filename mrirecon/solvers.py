@@ -20,7 +20,7 @@ import numpy as np
 from .errors import InvalidParameterError
 from .fft import get_array_module
 
-__all__ = ["History", "ProgressBar", "SolverResult", "cg", "chain", "nlcg"]
+__all__ = ["History", "ProgressBar", "SolverResult", "cg", "chain", "dot_real", "nlcg", "norm"]
 
 
 @dataclass
@@ -52,9 +52,26 @@ def _check_common(max_iter, tol):
         raise InvalidParameterError(f"tol must be a non-negative number, got {tol!r}")
 
 
-def _vdot_real(a, b) -> float:
+def dot_real(a, b) -> float:
+    """``Re <a, b>`` as a Python float.
+
+    On the CPU this uses ``einsum`` rather than BLAS: OpenBLAS's worker threads
+    keep spinning after a BLAS call and then compete with FFTW's threads for
+    the cores (measured: a 32³ dipole convolution went from 0.4 ms to 13 ms
+    when every call was followed by ``np.vdot`` on a 2-core machine).
+    """
     xp = get_array_module(a)
-    return float(xp.vdot(a.reshape(-1), b.reshape(-1)).real)
+    a, b = a.reshape(-1), b.reshape(-1)
+    if xp is not np:
+        return float(xp.vdot(a, b).real)
+    if np.iscomplexobj(a) or np.iscomplexobj(b):
+        return float(np.einsum("i,i->", np.conj(a), b).real)
+    return float(np.einsum("i,i->", a, b))
+
+
+def norm(a) -> float:
+    """Euclidean norm as a Python float (see :func:`dot_real`)."""
+    return float(np.sqrt(max(dot_real(a, a), 0.0)))
 
 
 def cg(normal, rhs, *, x0=None, max_iter=100, tol=1e-6, callback=None) -> SolverResult:
@@ -81,11 +98,11 @@ def cg(normal, rhs, *, x0=None, max_iter=100, tol=1e-6, callback=None) -> Solver
     xp = get_array_module(rhs)
     x = xp.zeros_like(rhs) if x0 is None else x0.astype(rhs.dtype, copy=True)
     r = rhs - normal(x) if x0 is not None else rhs.copy()
-    bnorm = np.sqrt(_vdot_real(rhs, rhs))
+    bnorm = norm(rhs)
     if bnorm == 0:
         return SolverResult(xp.zeros_like(rhs), 0, True, {"residual": 0.0})
     p = r.copy()
-    rr = _vdot_real(r, r)
+    rr = dot_real(r, r)
     info = {"residual": np.sqrt(rr) / bnorm}
     if info["residual"] <= tol:
         return SolverResult(x, 0, True, info)
@@ -93,14 +110,14 @@ def cg(normal, rhs, *, x0=None, max_iter=100, tol=1e-6, callback=None) -> Solver
     converged = False
     for k in range(1, max_iter + 1):  # noqa: B007 - k is returned
         q = normal(p)
-        pq = _vdot_real(p, q)
+        pq = dot_real(p, q)
         if pq <= 0:  # direction in the null space: nothing left to reduce
             converged = True
             break
         alpha = rr / pq
         x += alpha * p
         r -= alpha * q
-        rr_new = _vdot_real(r, r)
+        rr_new = dot_real(r, r)
         info = {"residual": np.sqrt(rr_new) / bnorm}
         stop = callback(k, x, info) if callback is not None else False
         if info["residual"] <= tol:
@@ -173,10 +190,10 @@ def nlcg(
     converged = False
     k = 0
     for k in range(1, max_iter + 1):  # noqa: B007 - k is returned
-        gd = _vdot_real(g, d)
+        gd = dot_real(g, d)
         if gd >= 0:  # not a descent direction: restart along -g
             d = -g
-            gd = _vdot_real(g, d)
+            gd = dot_real(g, d)
         phi = line(x, d) if line is not None else (lambda s, x=x, d=d: float(objective(x + s * d)))
         t = min(t / beta, 1e12)
         f_new = phi(t)
@@ -193,11 +210,11 @@ def nlcg(
             phi.accept(t)
         step = t * d
         x += step
-        change = np.sqrt(_vdot_real(step, step)) / max(np.sqrt(_vdot_real(x, x)), np.finfo(float).tiny)
+        change = norm(step) / max(norm(x), np.finfo(float).tiny)
         f = f_new
         g_new = gradient(x)
         # Polak–Ribière+, clipped at 0 (automatic restart)
-        beta_pr = max(0.0, _vdot_real(g_new, g_new - g) / max(_vdot_real(g, g), np.finfo(float).tiny))
+        beta_pr = max(0.0, dot_real(g_new, g_new - g) / max(dot_real(g, g), np.finfo(float).tiny))
         d = -g_new + beta_pr * d
         g = g_new
         info = {"objective": f, "change": change, "step": t}

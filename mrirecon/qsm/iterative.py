@@ -15,7 +15,7 @@ from ..errors import InvalidParameterError
 from ..fft import get_array_module, real_filter
 from ..kspace import dipole_kernel, gradient_sq_kernel, normalize_direction, normalize_voxel_size, xp_name
 from ..operators import Diagonal, Dipole, Gradient
-from ..solvers import ProgressBar, SolverResult, cg, chain, nlcg
+from ..solvers import ProgressBar, SolverResult, cg, chain, dot_real, nlcg, norm
 from ._prepare import check_lam, check_reference, finish, prepare
 from .inversion import closed_form_l2
 
@@ -45,6 +45,13 @@ def _weights(prep, weights):
     if not bool(w.any()):
         raise InvalidParameterError("weights are zero everywhere (inside the mask)")
     return w * w
+
+
+def _masked(prep, chi):
+    """Zero outside the mask (what :func:`finish` expects), in place."""
+    if prep.user_mask is not None:
+        chi *= prep.user_mask
+    return chi
 
 
 def _progress(progress, max_iter, desc):
@@ -146,9 +153,7 @@ def cg_l2(
     bar = _progress(progress, max_iter, "CG-L2")
     x_start = None if x0 is None else xp.asarray(x0, dtype=dtype)
     res = _run(cg, bar, callback, normal=normal, rhs=rhs, x0=x_start, max_iter=max_iter, tol=tol)
-    chi = finish(prep, res.x, reference)
-    if prep.user_mask is not None and reference is None:
-        chi = chi * prep.user_mask
+    chi = finish(prep, _masked(prep, res.x), reference)
     if return_result:
         return SolverResult(chi, res.iterations, res.converged, res.info)
     return chi
@@ -167,7 +172,7 @@ def _soft(v, t, out):
 def _tv_objective(dip, grad, phi, w2, lam, x, dx=None):
     xp = get_array_module(x)
     r = (dip.forward(x) if dx is None else dx) - phi
-    data = float(xp.vdot(r.reshape(-1), (r if w2 is None else w2 * r).reshape(-1)))
+    data = dot_real(r, r if w2 is None else w2 * r)
     return 0.5 * data + lam * float(xp.abs(grad.forward(x)).sum(dtype=xp.float64))
 
 
@@ -250,6 +255,8 @@ def tv_admm(
     """
     check_lam(lam)
     mu = 10.0 * float(lam) if mu is None else check_lam(mu)
+    if isinstance(inner_iter, bool) or not isinstance(inner_iter, (int, np.integer)) or inner_iter < 1:
+        raise InvalidParameterError(f"inner_iter must be a positive integer, got {inner_iter!r}")
     check_reference(reference)
     _check_iter(max_iter, tol)
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=0)
@@ -309,7 +316,7 @@ def tv_admm(
             zu = z - u
             chi_new = chi_update(zu, chi)
             diff = chi_new - chi
-            change = float(xp.linalg.norm(diff) / max(float(xp.linalg.norm(chi_new)), np.finfo(float).tiny))
+            change = norm(diff) / max(norm(chi_new), np.finfo(float).tiny)
             chi = chi_new
             gx = grad.forward(chi)
             gx += u  # ∇χ + u
@@ -327,9 +334,7 @@ def tv_admm(
     finally:
         if bar is not None:
             bar.close()
-    out = finish(prep, chi, reference)
-    if prep.user_mask is not None and reference is None:
-        out = out * prep.user_mask
+    out = finish(prep, _masked(prep, chi), reference)
     if return_result:
         return SolverResult(out, k, converged, info)
     return out
@@ -370,7 +375,7 @@ class _TVProblem:
     def value(self, dx, gx):
         xp = get_array_module(dx)
         r = dx - self.phi
-        data = float(xp.vdot(r.reshape(-1), (r if self.w2 is None else self.w2 * r).reshape(-1)))
+        data = dot_real(r, r if self.w2 is None else self.w2 * r)
         gx = gx * gx
         gx += self.eps
         xp.sqrt(gx, out=gx)
@@ -471,9 +476,7 @@ def tv_nlcg(
         max_iter=max_iter,
         tol=tol,
     )
-    out = finish(prep, res.x, reference)
-    if prep.user_mask is not None and reference is None:
-        out = out * prep.user_mask
+    out = finish(prep, _masked(prep, res.x), reference)
     if return_result:
         return SolverResult(out, res.iterations, res.converged, res.info)
     return out
