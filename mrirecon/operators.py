@@ -167,15 +167,31 @@ class Gradient(Operator):
         xp = get_array_module(x)
         out = xp.empty((x.ndim, *x.shape), dtype=x.dtype)
         for axis in range(x.ndim):
-            xp.subtract(xp.roll(x, -1, axis=axis), x, out=out[axis])
+            # x[r + e_i] - x[r] by slicing (no rolled copy): the interior, then the wrap-around
+            lo = [slice(None)] * x.ndim
+            hi = [slice(None)] * x.ndim
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            o = out[axis]
+            xp.subtract(x[tuple(hi)], x[tuple(lo)], out=o[tuple(lo)])
+            first, last = list(lo), list(lo)
+            first[axis], last[axis] = slice(0, 1), slice(-1, None)
+            xp.subtract(x[tuple(first)], x[tuple(last)], out=o[tuple(last)])
         return out
 
     def _adjoint(self, y):
+        # -(backward-difference divergence): out[r] = sum_i y_i[r - e_i] - y_i[r]
         xp = get_array_module(y)
-        out = xp.zeros(y.shape[1:], dtype=y.dtype)
+        out = xp.negative(y[0])
         for axis in range(y.shape[0]):
-            out += xp.roll(y[axis], 1, axis=axis)
-            out -= y[axis]
+            if axis:
+                out -= y[axis]
+            lo = [slice(None)] * (y.ndim - 1)
+            hi = [slice(None)] * (y.ndim - 1)
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            out[tuple(hi)] += y[axis][tuple(lo)]
+            first, last = list(lo), list(lo)
+            first[axis], last[axis] = slice(0, 1), slice(-1, None)
+            out[tuple(first)] += y[axis][tuple(last)]
         return out
 
 

@@ -160,12 +160,10 @@ def cg_l2(
 
 
 def _soft(v, t, out):
-    """Soft threshold ``sign(v) max(|v| - t, 0)``, into ``out``."""
+    """Soft threshold ``sign(v) max(|v| - t, 0) = v - clip(v, -t, t)``, into ``out``."""
     xp = get_array_module(v)
-    xp.abs(v, out=out)
-    out -= t
-    xp.maximum(out, 0, out=out)
-    out *= xp.sign(v)
+    xp.clip(v, -t, t, out=out)
+    xp.subtract(v, out, out=out)
     return out
 
 
