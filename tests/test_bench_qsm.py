@@ -28,6 +28,12 @@ def test_bench_qsm_quick(tmp_path, capsys):
     for m in methods.values():
         assert 0 < m["nrmse"] < 100 and 0 < m["ssim"] <= 1 and m["time_s"] > 0
     for name in ("CG-L2", "TV-ADMM", "TV-NLCG"):
+        m = methods[name]
+        assert m["closed_form_speedup"] == pytest.approx(m["time_s"] / cf["time_s"])
+        if m["time_to_match_s"] is not None:  # the first recorded time within 1 % of the closed form's NRMSE
+            i = r["curves"][name]["times"].index(m["time_to_match_s"])
+            assert r["curves"][name]["nrmse"][i] <= 1.01 * cf["nrmse"]
+            assert all(e > 1.01 * cf["nrmse"] for e in r["curves"][name]["nrmse"][:i])
         curve = r["curves"][name]
         assert len(curve["times"]) == len(curve["nrmse"]) == methods[name]["iterations"]
         assert curve["times"] == sorted(curve["times"])
