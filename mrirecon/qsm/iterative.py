@@ -47,6 +47,22 @@ def _weights(prep, weights):
     return w * w
 
 
+def _setup(field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol):
+    """Checks and the pieces every iterative method needs: masked field, operators, W²."""
+    check_reference(reference)
+    _check_iter(max_iter, tol)
+    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=0)
+    xp = get_array_module(prep.field)
+    phi = prep.field if prep.mask is None else xp.where(prep.mask, prep.field, 0)
+    if not bool(xp.all(xp.isfinite(phi))):
+        raise InvalidParameterError("field has NaN/Inf voxels inside the mask")
+    dtype = phi.dtype
+    dip = Dipole(
+        prep.shape, voxel_size_mm=prep.voxel_size_mm, b0_dir=prep.b0_dir, dtype=dtype, xp=xp_name(xp)
+    )
+    return prep, xp, phi, dip, Gradient(prep.shape, dtype), _weights(prep, weights)
+
+
 def _masked(prep, chi):
     """Zero outside the mask (what :func:`finish` expects), in place."""
     if prep.user_mask is not None:
@@ -120,19 +136,10 @@ def cg_l2(
     minimum-norm solution (zero mean).
     """
     check_lam(lam)
-    check_reference(reference)
-    _check_iter(max_iter, tol)
-    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=0)
-    xp = get_array_module(prep.field)
-    phi = prep.field if prep.mask is None else xp.where(prep.mask, prep.field, 0)
-    if not bool(xp.all(xp.isfinite(phi))):
-        raise InvalidParameterError("field has NaN/Inf voxels inside the mask")
-    dtype = phi.dtype
-    dip = Dipole(
-        prep.shape, voxel_size_mm=prep.voxel_size_mm, b0_dir=prep.b0_dir, dtype=dtype, xp=xp_name(xp)
+    prep, xp, phi, dip, grad, w2 = _setup(
+        field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
     )
-    grad = Gradient(prep.shape, dtype)
-    w2 = _weights(prep, weights)
+    dtype = phi.dtype
     lam_t = dtype.type(lam)
     if w2 is None:
         rhs = dip.forward(phi)
@@ -255,19 +262,10 @@ def tv_admm(
     mu = 10.0 * float(lam) if mu is None else check_lam(mu)
     if isinstance(inner_iter, bool) or not isinstance(inner_iter, (int, np.integer)) or inner_iter < 1:
         raise InvalidParameterError(f"inner_iter must be a positive integer, got {inner_iter!r}")
-    check_reference(reference)
-    _check_iter(max_iter, tol)
-    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=0)
-    xp = get_array_module(prep.field)
-    phi = prep.field if prep.mask is None else xp.where(prep.mask, prep.field, 0)
-    if not bool(xp.all(xp.isfinite(phi))):
-        raise InvalidParameterError("field has NaN/Inf voxels inside the mask")
-    dtype = phi.dtype
-    dip = Dipole(
-        prep.shape, voxel_size_mm=prep.voxel_size_mm, b0_dir=prep.b0_dir, dtype=dtype, xp=xp_name(xp)
+    prep, xp, phi, dip, grad, w2 = _setup(
+        field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
     )
-    grad = Gradient(prep.shape, dtype)
-    w2 = _weights(prep, weights)
+    dtype = phi.dtype
     mu_t, thresh = dtype.type(mu), dtype.type(lam / mu)
 
     if w2 is None:
@@ -447,21 +445,11 @@ def tv_nlcg(
     check_lam(lam)
     if not np.isfinite(eps) or eps <= 0:
         raise InvalidParameterError(f"eps must be a positive number, got {eps!r}")
-    check_reference(reference)
-    _check_iter(max_iter, tol)
-    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=0)
-    xp = get_array_module(prep.field)
-    phi = prep.field if prep.mask is None else xp.where(prep.mask, prep.field, 0)
-    if not bool(xp.all(xp.isfinite(phi))):
-        raise InvalidParameterError("field has NaN/Inf voxels inside the mask")
-    dtype = phi.dtype
-    dip = Dipole(
-        prep.shape, voxel_size_mm=prep.voxel_size_mm, b0_dir=prep.b0_dir, dtype=dtype, xp=xp_name(xp)
+    prep, xp, phi, dip, grad, w2 = _setup(
+        field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
     )
-    start = xp.zeros(prep.shape, dtype) if x0 is None else xp.asarray(x0, dtype=dtype)
-    problem = _TVProblem(
-        dip, Gradient(prep.shape, dtype), phi, _weights(prep, weights), float(lam), eps, start
-    )
+    start = xp.zeros(prep.shape, phi.dtype) if x0 is None else xp.asarray(x0, dtype=phi.dtype)
+    problem = _TVProblem(dip, grad, phi, w2, float(lam), eps, start)
     bar = _progress(progress, max_iter, "TV-NLCG")
     res = _run(
         nlcg,
