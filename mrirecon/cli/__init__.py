@@ -23,9 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import bench, phantom, qsm
+    from . import bench, phantom, qsm, run
 
-    return [qsm, phantom, bench]
+    return [qsm, run, phantom, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,551 @@
+"""Background field removal: SHARP, V-SHARP and projection onto dipole fields (PDF).
+
+The total field measured inside the brain is the sum of a *local* field,
+produced by susceptibility sources inside the brain mask, and a *background*
+field, produced by sources outside it (air–tissue interfaces, the body, the
+shim). These functions estimate the local field from the total field inside a
+mask. SHARP and V-SHARP are linear in the field and PDF is homogeneous
+(scaling the field scales the result; linear at convergence), so any field
+unit works (ppm, Hz, radians); the result is in the unit of the input.
+
+SHARP and V-SHARP use that the background field is harmonic inside the mask:
+its spherical mean over a ball that fits inside the mask equals its value at
+the centre (Schweser et al. 2011; Li et al. 2011; Wu et al. 2012). PDF fits the
+background with dipole sources restricted to the outside of the mask
+(Liu et al. 2011). Every convolution is an FFT filter through
+:func:`mrirecon.fft.real_filter` with kernels built once and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidParameterError, ShapeMismatchError
+from ..fft import get_array_module, next_fast_len, real_filter, rfftn
+from ..kspace import dipole_kernel, normalize_direction, normalize_voxel_size, xp_name
+from ..solvers import cg
+
+__all__ = ["BackgroundResult", "pdf", "sharp", "smv_kernel", "vsharp"]
+
+# cached kernels: each is half a volume (34 MB for a float32 256³ grid); 16 ball
+# kernels hold the default V-SHARP radii for voxels down to 0.75 mm
+_CACHE_SIZE = 16
+_SMALL_CACHE = 4
+_SURFACE_RTOL = 1e-9  # a voxel centre on the sphere (up to rounding) belongs to the ball
+
+
+@dataclass(frozen=True, eq=False)
+class BackgroundResult:
+    """What a background-removal method returns.
+
+    Attributes
+    ----------
+    local_field : ndarray, shape (x, y, z)
+        Local field, in the unit of the input field; zero outside ``mask``.
+    mask : ndarray of bool, shape (x, y, z)
+        Voxels where ``local_field`` is defined: the eroded mask for SHARP and
+        V-SHARP, the input mask for PDF.
+    """
+
+    local_field: object
+    mask: object
+
+
+# --------------------------------------------------------------------------
+# the spherical mean-value kernel
+# --------------------------------------------------------------------------
+def _ball_offsets(vox, radius):
+    """Voxel offsets (3 open index vectors) and the boolean ball on its bounding box."""
+    half = [math.floor(radius * (1 + _SURFACE_RTOL) / d) for d in vox]
+    idx = [np.arange(-m, m + 1) for m in half]
+    r2 = sum(
+        ((i * d) ** 2).reshape([-1 if a == ax else 1 for a in range(3)])
+        for ax, (i, d) in enumerate(zip(idx, vox, strict=True))
+    )
+    return idx, r2 <= radius * radius * (1 + 2 * _SURFACE_RTOL)
+
+
+def _check_radius(radius_mm, shape, vox, what="radius_mm"):
+    if (
+        isinstance(radius_mm, bool)
+        or not isinstance(radius_mm, numbers.Real)
+        or not math.isfinite(radius_mm)
+        or radius_mm <= 0
+    ):
+        raise InvalidParameterError(f"{what} must be a positive finite number (mm), got {radius_mm!r}")
+    radius = float(radius_mm)
+    if radius * (1 + _SURFACE_RTOL) < min(vox):
+        raise InvalidParameterError(
+            f"{what} = {radius:g} mm is smaller than the smallest voxel size {min(vox):g} mm: "
+            "the ball would hold one voxel; use a radius of at least one voxel"
+        )
+    for n, d in zip(shape, vox, strict=True):
+        if 2 * math.floor(radius * (1 + _SURFACE_RTOL) / d) + 1 > n:
+            raise InvalidParameterError(
+                f"{what} = {radius:g} mm does not fit in the grid {tuple(shape)} with voxel size "
+                f"{tuple(vox)} mm: the ball must be narrower than the grid along every axis"
+            )
+    return radius
+
+
+def smv_kernel(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), radius_mm, dtype=np.float32, xp="numpy"):
+    """Half-spectrum Fourier transform of the normalised spherical mean-value (SMV) kernel.
+
+    Parameters
+    ----------
+    shape : 3 ints
+        Grid shape (x, y, z).
+    voxel_size_mm : float or 3 floats
+        Voxel size in mm.
+    radius_mm : float
+        Radius of the ball in mm; at least the smallest voxel size, and the ball
+        must fit in the grid.
+    dtype : float32 or float64
+    xp : ``"numpy"`` or ``"cupy"``
+        Array module of the returned kernel.
+
+    Returns
+    -------
+    ndarray, shape ``half_shape(shape)`` (the :func:`mrirecon.fft.rfftn` layout), real
+        ``S(k)``, read-only and cached: ``S(0) = 1``, ``|S| <= 1``.
+        ``1 - S`` is the SHARP high-pass kernel.
+
+    Notes
+    -----
+    The ball holds the voxels whose centres lie within ``radius_mm`` of the
+    origin (distances in mm, so anisotropic voxels give an ellipsoid in voxel
+    units; centres on the sphere, up to rounding, are inside), each with weight
+    ``1 / count``. It is centred at voxel (0, 0, 0) with periodic wrap, so it is
+    even and its transform is real; the kernel is the real part of
+    ``rfftn(ball)`` (computed in float64, then cast).
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3:
+        raise InvalidParameterError(f"shape must have 3 entries (x, y, z), got {shape}")
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    radius = _check_radius(radius_mm, shape, vox)
+    return _smv(shape, vox, radius, np.dtype(dtype).name, xp_name(xp))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _smv(shape, vox, radius, dtype, xpname):
+    from .. import fft
+
+    idx, ball = _ball_offsets(vox, radius)
+    img = np.zeros(shape, dtype=np.float64)
+    img[np.ix_(*(i % n for i, n in zip(idx, shape, strict=True)))] = ball / np.count_nonzero(ball)
+    with fft.planning("FFTW_ESTIMATE"):  # a one-off transform: measuring a plan costs more
+        s = rfftn(img).real.astype(dtype)
+    return _freeze(_to_xp(s, xpname))
+
+
+@functools.lru_cache(maxsize=64)
+def _ball_count(vox, radius) -> int:
+    return int(np.count_nonzero(_ball_offsets(vox, radius)[1]))
+
+
+def _to_xp(a, xpname):
+    if xpname == "numpy":
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def _freeze(a):
+    if isinstance(a, np.ndarray):
+        a.setflags(write=False)
+    return a
+
+
+@functools.lru_cache(maxsize=_SMALL_CACHE)
+def _highpass(shape, vox, radius, dtype, xpname):
+    """``1 - S``, the SHARP high-pass kernel (cached)."""
+    s = _smv(shape, vox, radius, dtype, xpname)
+    return _freeze(np.dtype(dtype).type(1) - s)
+
+
+@functools.lru_cache(maxsize=_SMALL_CACHE)
+def _truncated_inverse(shape, vox, radius, threshold, dtype, xpname):
+    """``1 / (1 - S)`` where ``|1 - S| > threshold``, 0 elsewhere (cached)."""
+    h = _highpass(shape, vox, radius, dtype, xpname)
+    m = get_array_module(h)
+    keep = m.abs(h) > threshold
+    inv = m.where(keep, 1 / m.where(keep, h, 1), 0).astype(dtype, copy=False)
+    return _freeze(inv)
+
+
+# --------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------
+def _check_threshold(threshold):
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not math.isfinite(threshold)
+        or not 0 < threshold < 1
+    ):
+        raise InvalidParameterError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+def _prepare(field, mask, voxel_size_mm):
+    """Validate; return (field zeroed outside the mask, bool mask, voxel size, array module)."""
+    xp = get_array_module(field)
+    field = xp.asarray(field)
+    if field.ndim != 3:
+        raise ShapeMismatchError(f"field must be a 3-D volume (x, y, z), got shape {field.shape}")
+    if xp.iscomplexobj(field) or not (
+        np.issubdtype(field.dtype, np.floating) or np.issubdtype(field.dtype, np.integer)
+    ):
+        raise InvalidParameterError(f"field must be a real 3-D field map, got dtype {field.dtype}")
+    if mask is None:
+        raise InvalidParameterError("mask is required: a boolean brain mask of the field's shape")
+    mask = xp.asarray(mask)
+    if mask.shape != field.shape:
+        raise ShapeMismatchError(f"mask shape {mask.shape} does not match field shape {field.shape}")
+    mask = mask.astype(bool, copy=False)
+    if not bool(mask.any()):
+        raise InvalidParameterError("mask is empty: it must select at least one voxel")
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    dtype = np.float64 if field.dtype == np.float64 else np.float32
+    phi = xp.where(mask, field, 0).astype(dtype, copy=False)
+    if not bool(xp.isfinite(phi).all()):
+        bad = int(xp.count_nonzero(~xp.isfinite(phi)))
+        raise InvalidParameterError(f"field has {bad} NaN/Inf voxels inside the mask")
+    return phi, mask, vox, xp
+
+
+def _border_box(shape, vox, radius, xp):
+    """Voxels whose ball lies inside the grid (no periodic wrap), as a bool array."""
+    inside = xp.zeros(shape, dtype=bool)
+    sl = []
+    for n, d in zip(shape, vox, strict=True):
+        m = math.floor(radius * (1 + _SURFACE_RTOL) / d)
+        sl.append(slice(m, n - m))
+    inside[tuple(sl)] = True
+    return inside
+
+
+def _erode(mask_spectrum, like, shape, vox, radius, xpname):
+    """Mask eroded by the ball: voxels whose whole ball lies inside the mask and the grid."""
+    dtype = like.dtype.name
+    xp = get_array_module(like)
+    frac = real_filter(like, _smv(shape, vox, radius, dtype, xpname), spectrum=mask_spectrum)
+    # the ball mean of the mask is a multiple of 1/count: halfway below 1 separates "all inside"
+    eroded = frac > 1 - 0.5 / _ball_count(vox, radius)
+    eroded &= _border_box(shape, vox, radius, xp)
+    return eroded
+
+
+# --------------------------------------------------------------------------
+# SHARP
+# --------------------------------------------------------------------------
+def sharp(field, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), radius_mm=6.0, threshold=0.05):
+    """Local field by SHARP (sophisticated harmonic artifact reduction for phase data).
+
+    Parameters
+    ----------
+    field : ndarray, shape (x, y, z), real
+        Total field (ppm, Hz or radians: the method is linear, the result has
+        the same unit), finite inside the mask; values outside the mask are
+        ignored. float64 stays float64; anything else runs in float32.
+    mask : ndarray of bool, shape (x, y, z)
+        Brain mask (non-empty).
+    voxel_size_mm : float or 3 floats
+        Voxel size in mm.
+    radius_mm : float
+        Radius of the spherical mean-value kernel in mm (default 6); at least
+        the smallest voxel size.
+    threshold : float
+        Truncation level t of the deconvolution, 0 < t < 1 (default 0.05).
+
+    Returns
+    -------
+    BackgroundResult
+        ``local_field`` (zero outside the eroded mask) and ``mask``, the input
+        mask eroded by the ball.
+
+    Notes
+    -----
+    With ``s`` the normalised ball of radius r (:func:`smv_kernel`), ``M``
+    the mask and ``φ`` the total field:
+
+    1. Erosion: ``E = {x : (s * M)(x) = 1}`` (the whole ball around x lies in the
+       mask), computed by FFT as ``s * M > 1 - 1/(2·count)``; voxels whose ball
+       would leave the grid are excluded too, so no convolution wraps around
+       for a voxel of ``E``. This equals a binary erosion of M by the ball with
+       the outside of the grid counted as outside the mask.
+    2. High-pass: ``φ_hp = E · ((δ - s) * (M φ))``. The background field is
+       harmonic inside the mask, so its spherical mean equals its centre value
+       and it cancels on ``E``: ``φ_hp = E · ((δ - s) * φ_local)``.
+    3. Deconvolution by ``δ - s`` with a truncated inverse:
+       ``φ_local = E · F⁻¹[ F(φ_hp) · K ]``, ``K = 1 / (1 - S)`` where
+       ``|1 - S| > t`` and 0 elsewhere (in particular at k = 0, so the result
+       has zero mean over the periodic grid before the final masking).
+
+    The deconvolution is periodic on the grid as given (no padding). Cost:
+    six FFTs of the grid, two of them for the erosion (kernels cached per
+    shape, voxel size, radius, t and dtype). In float32 the ball mean of the
+    mask is accurate to ~1e-6 (measured 4e-7 at 192³ against float64), well
+    inside the erosion's margin ``1/(2·count)`` (1.5e-5 for a 33 401-voxel ball).
+    Linear in the field.
+
+    References
+    ----------
+    Schweser F, Deistung A, Lehr BW, Reichenbach JR. Quantitative imaging of
+    intrinsic magnetic tissue properties using MRI signal phase: an approach
+    to in vivo brain iron metabolism? NeuroImage 2011;54:2789-2807.
+    """
+    phi, mask, vox, xp = _prepare(field, mask, voxel_size_mm)
+    shape = phi.shape
+    radius = _check_radius(radius_mm, shape, vox)
+    t = _check_threshold(threshold)
+    dtype, xpname = phi.dtype.name, xp_name(xp)
+    like = phi  # only its shape and dtype are used with a given spectrum
+    eroded = _erode(rfftn(mask.astype(phi.dtype)), like, shape, vox, radius, xpname)
+    hp = real_filter(phi, _highpass(shape, vox, radius, dtype, xpname))
+    hp *= eroded
+    local = real_filter(hp, _truncated_inverse(shape, vox, radius, t, dtype, xpname), mask=eroded)
+    return BackgroundResult(local, eroded)
+
+
+# --------------------------------------------------------------------------
+# V-SHARP
+# --------------------------------------------------------------------------
+def default_radii_mm(voxel_size_mm=(1.0, 1.0, 1.0)):
+    """The default V-SHARP radii: 12 mm down to one voxel in steps of the smallest voxel size.
+
+    ``d · [n, n-1, ..., 1]`` with ``d`` the smallest voxel size and
+    ``n = floor(12 / d)`` (at least 1): 12, 11, ..., 1 mm for 1 mm voxels.
+    """
+    d = min(normalize_voxel_size(voxel_size_mm, 3))
+    n = max(math.floor(12.0 / d + 1e-9), 1)
+    return tuple(float(d * k) for k in range(n, 0, -1))
+
+
+def vsharp(field, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), radii_mm=None, threshold=0.05):
+    """Local field by V-SHARP (SHARP with a radius that shrinks towards the mask edge).
+
+    Parameters
+    ----------
+    field, mask, voxel_size_mm
+        As in :func:`sharp`.
+    radii_mm : sequence of float, optional
+        Ball radii in mm, each at least the smallest voxel size (sorted
+        largest first here; duplicates are dropped). Default
+        :func:`default_radii_mm`: 12 mm down to the smallest voxel size in
+        steps of it. Every ball must fit in the grid (an error names the
+        radius that does not: pass smaller radii for a small field of view).
+    threshold : float
+        Truncation level t of the deconvolution, 0 < t < 1 (default 0.05).
+
+    Returns
+    -------
+    BackgroundResult
+        ``local_field`` and ``mask``, the input mask eroded by the smallest ball.
+
+    Notes
+    -----
+    With radii ``r_1 > r_2 > ... > r_n``, balls ``s_i``, eroded masks
+    ``E_i`` (as in :func:`sharp`; ``E_1 ⊆ E_2 ⊆ ... ⊆ E_n``):
+
+    1. ``φ_hp = Σ_i (E_i \\ E_{i-1}) · ((δ - s_i) * (M φ))`` with ``E_0 = ∅``:
+       each voxel takes the high-passed field of the largest ball that fits
+       around it in the mask.
+    2. ``φ_local = E_n · F⁻¹[ F(φ_hp) · K_1 ]`` with ``K_1`` the truncated
+       inverse of ``1 - S_1``, the *largest* radius's kernel (``1/(1 - S_1)``
+       where ``|1 - S_1| > t``, 0 elsewhere), as in the papers.
+
+    The deconvolution by the largest kernel is exact only where the largest
+    ball was used; near the mask edge, where smaller balls fill in, the local
+    field is attenuated (the known trade of V-SHARP for a larger mask). The
+    forward FFTs of the field and of the mask are shared by all radii: cost is
+    2 + 2n + 2 FFTs (plus one per radius the first time a kernel is built).
+    Linear in the field.
+
+    References
+    ----------
+    Li W, Wu B, Liu C. Quantitative susceptibility mapping of human brain
+    reflects spatial variation in tissue composition. NeuroImage
+    2011;55:1645-1656.
+
+    Wu B, Li W, Guidon A, Liu C. Whole brain susceptibility mapping using
+    compressed sensing. Magn Reson Med 2012;67:137-147.
+    """
+    phi, mask, vox, xp = _prepare(field, mask, voxel_size_mm)
+    shape = phi.shape
+    t = _check_threshold(threshold)
+    if radii_mm is None:
+        radii = default_radii_mm(vox)
+    else:
+        try:
+            values = np.atleast_1d(np.asarray(radii_mm, dtype=np.float64)).reshape(-1).tolist()
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"radii_mm must be a sequence of positive radii in mm, got {radii_mm!r}"
+            ) from exc
+        if not values:
+            raise InvalidParameterError("radii_mm is empty: give at least one radius in mm")
+        radii = [_check_radius(r, shape, vox, "every radius in radii_mm") for r in values]
+    radii = sorted(set(radii), reverse=True)
+    dtype, xpname = phi.dtype.name, xp_name(xp)
+
+    phi_spec = rfftn(phi)
+    mask_spec = rfftn(mask.astype(phi.dtype))
+    hp_all = xp.zeros(shape, dtype=phi.dtype)
+    filled = xp.zeros(shape, dtype=bool)
+    for r in radii:
+        eroded = _erode(mask_spec, phi, shape, vox, r, xpname)
+        new = eroded & ~filled
+        # (δ - s) * φ as φ - s * φ: the ball kernel S is already cached for the erosion,
+        # so no high-pass kernel per radius is kept (each costs half a volume)
+        hp = real_filter(phi, _smv(shape, vox, r, dtype, xpname), spectrum=phi_spec)
+        xp.subtract(phi, hp, out=hp)
+        xp.copyto(hp_all, hp, where=new)
+        filled |= eroded
+        del hp, new, eroded
+    del phi_spec, mask_spec
+    kernel = _truncated_inverse(shape, vox, radii[0], t, dtype, xpname)
+    local = real_filter(hp_all, kernel, mask=filled)
+    return BackgroundResult(local, filled)
+
+
+# --------------------------------------------------------------------------
+# PDF
+# --------------------------------------------------------------------------
+def _pdf_shape(shape, pad):
+    if isinstance(pad, str):
+        if pad != "auto":
+            raise InvalidParameterError(
+                f"pad must be 'auto', a non-negative integer or 3 of them, got {pad!r}"
+            )
+        return tuple(next_fast_len(math.ceil(1.5 * n)) for n in shape)
+    p = np.atleast_1d(np.asarray(pad))
+    if p.size == 1:
+        p = np.repeat(p, 3)
+    if p.shape != (3,) or not np.issubdtype(p.dtype, np.integer) or np.any(p < 0):
+        raise InvalidParameterError(
+            f"pad must be 'auto', a non-negative integer or 3 of them (voxels), got {pad!r}"
+        )
+    return tuple(int(n + q) if q == 0 else next_fast_len(int(n + q)) for n, q in zip(shape, p, strict=True))
+
+
+def pdf(
+    field,
+    mask,
+    *,
+    voxel_size_mm=(1.0, 1.0, 1.0),
+    b0_dir=(0.0, 0.0, 1.0),
+    weights=None,
+    tol=1e-5,
+    max_iter=200,
+    pad="auto",
+):
+    """Local field by projection onto dipole fields (PDF).
+
+    Parameters
+    ----------
+    field, mask, voxel_size_mm
+        As in :func:`sharp` (the field's unit is kept: PDF is homogeneous).
+    b0_dir : 3 floats
+        B0 direction in the array's voxel axes (normalised here).
+    weights : ndarray, shape (x, y, z), optional
+        Data weights W ≥ 0 inside the mask (e.g. magnitude or inverse noise
+        SD); None: W = 1.
+    tol : float
+        CG stops when the relative residual of the normal equations is below
+        ``tol`` (default 1e-5).
+    max_iter : int
+        At most this many CG iterations (default 200).
+    pad : ``"auto"``, int or 3 ints
+        Grid padding before the FFTs. ``"auto"`` (default): each axis grows to
+        ``next_fast_len(ceil(1.5 n))``. An int (or 3): that many zero voxels per
+        axis, the size then rounded up to a 2·3·5-smooth length; 0: no padding
+        (the dipole convolution then wraps around the grid).
+
+    Returns
+    -------
+    BackgroundResult
+        ``local_field`` (zero outside the mask) and ``mask``, the input mask.
+
+    Notes
+    -----
+    On the padded grid (padding added at the end of each axis and counted as
+    outside the mask), with ``M`` the mask, ``W`` the weights and ``D`` the
+    periodic dipole convolution :math:`F^{-1} D(k) F`, PDF solves
+
+    .. math:: \\min_{\\chi_{out}} \\|W M (\\phi - D (1 - M) \\chi_{out})\\|_2^2
+
+    over sources supported outside the mask, by conjugate gradients
+    (:func:`mrirecon.solvers.cg`, started from zero) on the normal equations
+    :math:`(1-M) D W^2 M D (1-M) \\chi = (1-M) D W^2 M \\phi`. The background
+    field is :math:`D (1-M)\\chi_{out}` and the local field
+    :math:`M(\\phi - D(1-M)\\chi_{out})`, cropped to the input grid. Padding
+    lets sources sit beyond the field of view and keeps their fields from
+    wrapping around into the mask. Each iteration costs four FFTs of the
+    padded grid. The problem is ill-conditioned (sources along the magic
+    angle cone), so ``max_iter`` usually ends the iterations, and acts as a
+    regulariser. Scaling the field by c scales the result by c (CG from zero
+    is scale-invariant); the map is linear only at convergence.
+
+    References
+    ----------
+    Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ,
+    Wang Y. A novel background field removal method for MRI using projection
+    onto dipole fields (PDF). NMR Biomed 2011;24:1129-1136.
+    """
+    phi, mask, vox, xp = _prepare(field, mask, voxel_size_mm)
+    b = normalize_direction(b0_dir)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise InvalidParameterError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise InvalidParameterError(f"tol must be a non-negative number, got {tol!r}")
+    shape = phi.shape
+    dtype = phi.dtype
+    w2 = mask.astype(dtype)
+    if weights is not None:
+        w = xp.asarray(weights)
+        if w.shape != shape:
+            raise ShapeMismatchError(f"weights shape {w.shape} does not match field shape {shape}")
+        if xp.iscomplexobj(w):
+            raise InvalidParameterError("weights must be real, finite and non-negative")
+        w = xp.where(mask, w, 0).astype(dtype, copy=False)
+        if not bool(xp.isfinite(w).all()) or bool((w < 0).any()):
+            raise InvalidParameterError("weights must be real, finite and non-negative inside the mask")
+        if not bool(w.any()):
+            raise InvalidParameterError("weights are zero everywhere inside the mask")
+        w2 = w * w
+    big = _pdf_shape(shape, pad)
+    region = tuple(slice(0, n) for n in shape)
+    if big != shape:
+        phi_p = xp.zeros(big, dtype=dtype)
+        phi_p[region] = phi
+        w2_p = xp.zeros(big, dtype=dtype)
+        w2_p[region] = w2
+        outside = xp.ones(big, dtype=bool)
+        outside[region] = ~mask
+    else:
+        phi_p, w2_p, outside = phi, w2, ~mask
+    kernel = dipole_kernel(big, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xp_name(xp))
+
+    # real_filter's mask multiplies input and output; here they differ (W²M in, 1-M out)
+    def normal(x):
+        y = real_filter(x, kernel)
+        y *= w2_p
+        y = real_filter(y, kernel)
+        y *= outside
+        return y
+
+    rhs = real_filter(phi_p * w2_p, kernel)
+    rhs *= outside
+    res = cg(normal, rhs, max_iter=max_iter, tol=tol)
+    background = real_filter(res.x, kernel)  # x is zero inside the mask: D (1-M) x
+    local = phi - background[region] if big != shape else phi - background
+    local *= mask
+    return BackgroundResult(local, mask)

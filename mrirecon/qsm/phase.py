@@ -1,0 +1,522 @@
+"""Phase to field: units of raw phase, Laplacian unwrapping, multi-echo fit.
+
+Multi-echo arrays put the echo axis first, ``(echo, x, y, z)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidParameterError, ShapeMismatchError
+from ..fft import real_filter
+from ..kspace import frequency_grid, normalize_voxel_size
+from .units import field_to_ppm
+
+__all__ = [
+    "EchoFit",
+    "PhaseRescaledWarning",
+    "fit_echoes",
+    "field_hz_to_ppm",
+    "laplacian_kernels",
+    "laplacian_unwrap",
+    "phase_to_radians",
+]
+
+#: Tolerance on ±π for phase that is already in radians (rounding in the scanner's export).
+_RAD_TOL = 1e-3
+
+_RADIAN_UNITS = ("rad", "radian", "radians")
+_ARBITRARY_UNITS = ("arbitrary", "a.u.")
+
+
+class PhaseRescaledWarning(UserWarning):
+    """Phase in integer units was rescaled linearly to radians."""
+
+
+def _float_dtype(x) -> np.dtype:
+    return np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
+
+
+def _check_real(name, x):
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        raise InvalidParameterError(
+            f"{name} must be real (an angle), got a complex array; pass np.angle(z) for complex data"
+        )
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+        raise InvalidParameterError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+    return x
+
+
+def _check_finite(name, x) -> None:
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise InvalidParameterError(f"{name} has {bad} NaN/Inf values; it must be finite everywhere")
+
+
+def _wrap(out):
+    """Wrap values within ±(π + tol) into [-π, π) in place (one period at most)."""
+    pi = out.dtype.type(np.pi)
+    two_pi = out.dtype.type(2 * np.pi)
+    out[out >= pi] -= two_pi
+    out[out < -pi] += two_pi
+    return out
+
+
+def _integer_range(lo: float, hi: float) -> tuple[int, int]:
+    """The power-of-two range ``[a, b)`` that holds ``lo..hi`` (see :func:`phase_to_radians`)."""
+    if lo >= 0:
+        k = 8
+        while hi >= 2.0**k:
+            k += 1
+        return 0, 2**k
+    k = 1
+    while -(2.0**k) > lo or hi >= 2.0**k:
+        k += 1
+    return -(2**k), 2**k
+
+
+def phase_to_radians(phase, *, units=None):
+    """Phase in radians, wrapped to [-π, π).
+
+    Parameters
+    ----------
+    phase : array_like, real
+        Raw phase of any shape: radians, or integers as scanners store them
+        (e.g. -4096..4095 or 0..4095).
+    units : None, ``"rad"`` (``"radian"``, ``"radians"``), ``"arbitrary"`` or ``"a.u."``
+        ``"rad"``: the values must lie within [-π - 1e-3, π + 1e-3] and are
+        only wrapped. None (default) or ``"arbitrary"``/``"a.u."``: values within
+        that interval are taken as radians; anything else is taken as
+        integer-scaled phase and rescaled (with a :class:`PhaseRescaledWarning`
+        that names the range it detected).
+
+    Returns
+    -------
+    ndarray, same shape
+        Radians in [-π, π) (the bound being π rounded to the output's float
+        type); float64 input stays float64, anything else comes out float32.
+        Always a new array.
+
+    Raises
+    ------
+    InvalidParameterError
+        Non-finite or complex values; ``units="rad"`` with values outside
+        ±(π + 1e-3); an unknown ``units``.
+
+    Notes
+    -----
+    Radians are wrapped by adding or subtracting 2π once. Integer-scaled phase
+    is mapped linearly, ``rad = (v - a) / (b - a) · 2π - π``, from a range
+    ``[a, b)`` detected from the data:
+
+    * min ≥ 0: ``[0, 2^k)`` with the smallest k ≥ 8 such that max < 2^k
+      (0..4095 → [0, 4096): 0 → -π, 2048 → 0);
+    * min < 0: ``[-2^k, 2^k)`` with the smallest k such that -2^k ≤ min and
+      max < 2^k (-4096..4095 → [-4096, 4096): -4096 → -π, 0 → 0).
+
+    The range is a guess from the extreme values, so a volume that does not
+    reach the top of its stored range (e.g. 0..1800 of 0..4095) is scaled
+    wrongly: check the warning, or convert to radians before calling.
+    """
+    x = _check_real("phase", phase)
+    _check_finite("phase", x)
+    u = None if units is None else str(units).lower()
+    if u is not None and u not in _RADIAN_UNITS + _ARBITRARY_UNITS:
+        raise InvalidParameterError(
+            f"units must be None, 'rad' (radians) or 'arbitrary'/'a.u.' (integer-scaled), got {units!r}"
+        )
+    dtype = _float_dtype(x)
+    if x.size == 0:
+        return np.empty(x.shape, dtype=dtype)
+    lo, hi = float(x.min()), float(x.max())
+    bound = np.pi + _RAD_TOL
+    in_radians = -bound <= lo and hi <= bound
+    if u in _RADIAN_UNITS:
+        if not in_radians:
+            raise InvalidParameterError(
+                f"phase with units='rad' must lie within [-π, π] (±1e-3), got values in [{lo:g}, {hi:g}]; "
+                "they look like integer-scaled phase: pass units=None or 'arbitrary' to rescale"
+            )
+        return _wrap(x.astype(dtype, copy=True))
+    if in_radians:
+        return _wrap(x.astype(dtype, copy=True))
+    a, b = _integer_range(lo, hi)
+    warnings.warn(
+        f"phase values in [{lo:g}, {hi:g}] are not radians; rescaled linearly from the integer range "
+        f"[{a}, {b}) to [-π, π). Pass radians (or units='rad') to skip this "
+        "(phase in degrees: np.deg2rad first)",
+        PhaseRescaledWarning,
+        stacklevel=2,
+    )
+    out = x.astype(dtype, copy=True)
+    scale = dtype.type(2.0 * np.pi / (b - a))
+    if a == 0:
+        out *= scale
+        out -= dtype.type(np.pi)
+    else:  # symmetric range [-2^k, 2^k): rad = v * π / 2^k
+        out *= scale
+    return _wrap(out)
+
+
+def laplacian_kernels(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), dtype=np.float32):
+    """Half-spectrum Laplacian symbol and its inverse, ``(L, L⁻¹)`` (cached, read-only).
+
+    ``L(k) = -4π² |k|²`` with k in cycles/mm (so ``L`` is in 1/mm²);
+    ``L⁻¹ = 1/L`` with ``L⁻¹(0) = 0``.
+    """
+    return _laplacian_kernels(
+        tuple(int(n) for n in shape),
+        normalize_voxel_size(voxel_size_mm, len(shape)),
+        np.dtype(dtype).name,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _laplacian_kernels(shape, vox, dtype):
+    k2 = None
+    for f in frequency_grid(shape, voxel_size_mm=vox, half=True):
+        k2 = f * f if k2 is None else k2 + f * f
+    lap = (-4.0 * np.pi**2) * k2
+    zero = (0,) * len(shape)
+    lap[zero] = 1.0
+    inv = 1.0 / lap
+    lap[zero] = 0.0
+    inv[zero] = 0.0
+    lap = lap.astype(dtype)
+    inv = inv.astype(dtype)
+    lap.setflags(write=False)
+    inv.setflags(write=False)
+    return lap, inv
+
+
+def laplacian_unwrap(phase, *, voxel_size_mm=(1.0, 1.0, 1.0)):
+    """Unwrap phase by the FFT-based Laplacian closed form.
+
+    Parameters
+    ----------
+    phase : ndarray, real, shape (x, y, z) or (echo, x, y, z)
+        Wrapped phase in radians (any range: only sin φ and cos φ are used).
+        A 4-D array is unwrapped echo by echo.
+    voxel_size_mm : float or 3 floats
+        Voxel size in mm along x, y, z.
+
+    Returns
+    -------
+    ndarray, same shape
+        Unwrapped phase in radians with zero mean over the grid (per echo);
+        float64 input stays float64, anything else comes out float32.
+
+    Notes
+    -----
+    Uses the identity :math:`\\nabla^2\\phi = \\cos\\phi\\,\\nabla^2\\sin\\phi
+    - \\sin\\phi\\,\\nabla^2\\cos\\phi`, whose right-hand side does not change
+    when φ is wrapped, and inverts the Laplacian in k-space:
+
+    .. math:: \\phi_u = F^{-1}\\left[\\frac{1}{L}\\, F\\left(\\cos\\phi\\,
+              F^{-1}[L\\,F\\sin\\phi] - \\sin\\phi\\, F^{-1}[L\\,F\\cos\\phi]\\right)\\right]
+
+    with the continuous (spectral) symbol :math:`L(k) = -4\\pi^2|k|^2`, k in
+    cycles/mm, and :math:`1/L := 0` at k = 0. The spectral symbol differentiates
+    band-limited periodic functions exactly, so a phase whose wrapped exponential
+    is band-limited and periodic on the grid comes back exactly (up to a constant),
+    even with phase differences near π per voxel. (The discrete symbol
+    :math:`\\sum_i (2\\cos(2\\pi m_i/n_i) - 2)/\\Delta_i^2` would give
+    :math:`\\sum_i \\sin(\\phi(r \\pm e_i) - \\phi(r))` instead of the second
+    difference of φ, which underestimates steep phase.) Costs six real FFTs:
+    two filters for ∇² sin φ and ∇² cos φ, one for the inverse Laplacian.
+
+    The result has the same Laplacian as the true phase wherever that is
+    smooth, so it equals the true phase up to a harmonic function (∇²h = 0),
+    which includes its mean (set to zero here). On a real volume, which is not
+    periodic, the wrap-around at the grid edges makes that difference a smooth,
+    non-constant component; background-field removal (SHARP, PDF), which removes
+    harmonic fields, removes it too, so apply one after this unwrapping.
+
+    References
+    ----------
+    Schofield MA, Zhu Y. Fast phase unwrapping algorithm for interferometric
+    applications. Opt Lett 2003;28:1194-1196.
+
+    Li W, Wu B, Liu C. Quantitative susceptibility mapping of human brain
+    reflects spatial variation in tissue composition. NeuroImage
+    2011;55:1645-1656.
+    """
+    x = _check_real("phase", phase)
+    if x.ndim not in (3, 4):
+        raise ShapeMismatchError(f"phase must be 3-D (x, y, z) or 4-D (echo, x, y, z), got shape {x.shape}")
+    _check_finite("phase", x)
+    dtype = _float_dtype(x)
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    if x.ndim == 4:
+        out = np.empty(x.shape, dtype=dtype)
+        for e in range(x.shape[0]):
+            out[e] = _unwrap3(x[e].astype(dtype, copy=False), vox)
+        return out
+    return _unwrap3(x.astype(dtype, copy=False), vox)
+
+
+def _unwrap3(phi, vox):
+    lap, inv = laplacian_kernels(phi.shape, voxel_size_mm=vox, dtype=phi.dtype)
+    s = np.sin(phi)
+    c = np.cos(phi)
+    lap_s = real_filter(s, lap)
+    lap_c = real_filter(c, lap)
+    lap_s *= c  # cos φ ∇² sin φ
+    lap_c *= s  # sin φ ∇² cos φ
+    lap_s -= lap_c
+    del lap_c, s, c
+    return real_filter(lap_s, inv)
+
+
+@dataclass(frozen=True)
+class EchoFit:
+    """Result of :func:`fit_echoes`: arrays of shape (x, y, z).
+
+    Attributes
+    ----------
+    field_hz : ndarray
+        Frequency offset in Hz (the slope of phase over time divided by 2π).
+    offset_rad : ndarray
+        Phase at TE = 0 in radians (the intercept).
+    residual_rad : ndarray
+        Weighted RMS residual of the fit in radians,
+        ``sqrt(Σ w_n r_n² / Σ w_n)``.
+    """
+
+    field_hz: np.ndarray
+    offset_rad: np.ndarray
+    residual_rad: np.ndarray
+
+
+def _check_te(te_s, n_echoes) -> np.ndarray:
+    try:
+        te = np.asarray(te_s, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"te_s must be a sequence of echo times in seconds, got {te_s!r}"
+        ) from None
+    te = np.atleast_1d(te)
+    if te.ndim != 1:
+        raise InvalidParameterError(
+            f"te_s must be a 1-D sequence of echo times in seconds, got shape {te.shape}"
+        )
+    if te.size < 2 or n_echoes < 2:
+        raise InvalidParameterError(
+            "fit_echoes needs at least 2 echoes; a single echo needs a phase difference "
+            "(field_to_ppm(..., units='rad', te_s=ΔTE)) or a second echo"
+        )
+    if te.size != n_echoes:
+        raise ShapeMismatchError(
+            f"te_s has {te.size} echo times but phase has {n_echoes} echoes (axis 0 of (echo, x, y, z))"
+        )
+    if not np.all(np.isfinite(te)) or np.any(te <= 0):
+        raise InvalidParameterError(f"te_s must be positive finite echo times in seconds, got {te_s!r}")
+    if np.unique(te).size < 2:
+        raise InvalidParameterError(f"te_s must hold at least 2 distinct echo times, got {te_s!r}")
+    return te
+
+
+def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
+    """Field map from multi-echo unwrapped phase by weighted linear least squares.
+
+    Parameters
+    ----------
+    phase : ndarray, real, shape (echo, x, y, z)
+        Unwrapped phase in radians, spatially and across echoes (e.g. from
+        :func:`laplacian_unwrap`).
+    te_s : sequence of float
+        Echo times in seconds, one per echo (uneven spacing allowed; at least
+        two distinct values).
+    magnitude : ndarray, shape (echo, x, y, z), optional
+        Magnitude per echo; the weights are ``w_n = magnitude_n²``
+        (default: all 1).
+    mask : ndarray of bool, shape (x, y, z), optional
+        Voxels to fit; the outputs are 0 elsewhere.
+
+    Returns
+    -------
+    EchoFit
+        ``field_hz``, ``offset_rad``, ``residual_rad``, each (x, y, z); float64
+        phase stays float64, anything else comes out float32. Convert the field
+        to ppm with :func:`field_hz_to_ppm`.
+
+    Notes
+    -----
+    Per voxel, minimises :math:`\\sum_n w_n (\\phi_n - \\phi_0 - 2\\pi f\\,TE_n)^2`.
+    With the weighted mean echo time :math:`\\bar t = \\sum w_n TE_n / \\sum w_n`,
+
+    .. math:: 2\\pi f = \\frac{\\sum_n w_n (TE_n - \\bar t)\\,\\phi_n}
+                              {\\sum_n w_n (TE_n - \\bar t)^2}, \\qquad
+              \\phi_0 = \\frac{\\sum_n w_n \\phi_n}{\\sum_n w_n} - 2\\pi f\\,\\bar t,
+
+    computed as sums over echoes for all voxels at once (centring the times
+    per voxel avoids the cancellation of the normal-equation determinant).
+    Magnitude-squared weights make the fit the maximum-likelihood estimate
+    when the phase noise of echo n has variance ∝ 1/magnitude_n² (Gaussian
+    noise of equal level in the complex signal). Degenerate voxels, whose
+    weights do not see two distinct echo times (zero total weight, or a
+    weighted standard deviation of the echo times below 1e-3 of their range), get
+    ``field_hz = 0``; ``offset_rad`` is then the weighted mean phase (0 with
+    zero total weight) and ``residual_rad`` the RMS about it.
+
+    References
+    ----------
+    Kressler B, et al. Nonlinear regularization for per voxel estimation of
+    magnetic susceptibility distributions from MRI field maps. IEEE Trans Med
+    Imaging 2010;29:273-281 (the magnitude-weighted multi-echo field fit).
+    """
+    p = _check_real("phase", phase)
+    if p.ndim != 4:
+        raise ShapeMismatchError(f"phase must be 4-D (echo, x, y, z), got shape {p.shape}")
+    te = _check_te(te_s, p.shape[0])
+    _check_finite("phase", p)
+    dtype = _float_dtype(p)
+    spatial = p.shape[1:]
+    if magnitude is not None:
+        mag = _check_real("magnitude", magnitude)
+        if mag.shape != p.shape:
+            raise ShapeMismatchError(
+                f"magnitude shape {mag.shape} does not match phase shape {p.shape} (echo, x, y, z)"
+            )
+        _check_finite("magnitude", mag)
+        if float(mag.min()) < 0:
+            raise InvalidParameterError("magnitude must be non-negative")
+        top = float(mag.max())
+        inv_top = dtype.type(1.0 / top) if top > 0 else dtype.type(1.0)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != spatial:
+            raise ShapeMismatchError(f"mask shape {mask.shape} does not match the spatial shape {spatial}")
+        mask = mask.astype(bool, copy=False)
+
+    def weight(n):
+        if magnitude is None:
+            return None
+        w = mag[n].astype(dtype, copy=True)
+        w *= inv_top  # magnitude scaled to ≤ 1: weights cannot overflow
+        w *= w
+        return w
+
+    # times relative to their mean and in units of their range: O(1) numbers in float32
+    t0 = float(te.mean())
+    span = float(te.max() - te.min())
+    tn = [dtype.type((t - t0) / span) for t in te]
+
+    # pass 1: total weight and weighted mean time
+    s_w = np.zeros(spatial, dtype=dtype)
+    s_t = np.zeros(spatial, dtype=dtype)
+    for n in range(p.shape[0]):
+        w = weight(n)
+        if w is None:
+            s_w += dtype.type(1)
+            s_t += tn[n]
+        else:
+            s_w += w
+            s_t += w * tn[n]
+    good_w = s_w > 0
+    if mask is not None:
+        good_w &= mask
+    safe_w = np.where(good_w, s_w, dtype.type(1))
+    t_bar = s_t / safe_w
+    del s_t
+
+    # pass 2: weighted centred sums
+    s_tt = np.zeros(spatial, dtype=dtype)
+    s_tp = np.zeros(spatial, dtype=dtype)
+    s_p = np.zeros(spatial, dtype=dtype)
+    for n in range(p.shape[0]):
+        w = weight(n)
+        phi = p[n].astype(dtype, copy=False)
+        dt = tn[n] - t_bar
+        if w is not None:
+            wdt = w * dt
+            s_p += w * phi
+        else:
+            wdt = dt
+            s_p += phi
+        s_tp += wdt * phi
+        wdt *= dt
+        s_tt += wdt
+        del wdt, dt
+    good = good_w & (s_tt > dtype.type(1e-6) * safe_w)
+    slope = np.where(good, s_tp / np.where(good, s_tt, dtype.type(1)), dtype.type(0))  # rad per span
+    mean_p = np.where(good_w, s_p / safe_w, dtype.type(0))
+    del s_tt, s_tp, s_p
+    # φ_n ≈ mean_p + slope (tn_n - t_bar)
+    offset_c = mean_p - slope * t_bar  # phase at the mean TE (tn = 0)
+
+    # pass 3: weighted RMS residual
+    s_r = np.zeros(spatial, dtype=dtype)
+    for n in range(p.shape[0]):
+        w = weight(n)
+        r = p[n].astype(dtype, copy=True)
+        r -= offset_c
+        r -= slope * tn[n]
+        r *= r
+        if w is not None:
+            r *= w
+        s_r += r
+        del r
+    residual = np.sqrt(s_r / safe_w)
+    residual[~good_w] = 0
+
+    field_hz = slope * dtype.type(1.0 / (2.0 * np.pi * span))
+    offset = offset_c - slope * dtype.type(t0 / span)  # phase at TE = 0
+    offset[~good_w] = 0
+    return EchoFit(field_hz=field_hz, offset_rad=offset, residual_rad=residual)
+
+
+def field_hz_to_ppm(field_hz, *, b0_tesla):
+    """Field in Hz to ppm of B0: ``field_hz / (γ̄ · B0)``, γ̄ = 42.577478 MHz/T.
+
+    The same as ``mrirecon.qsm.units.field_to_ppm(field_hz, units="hz", b0_tesla=b0_tesla)``.
+    """
+    return field_to_ppm(field_hz, units="hz", b0_tesla=b0_tesla)
+
+
+def unwrap_echoes(phase, *, voxel_size_mm=(1.0, 1.0, 1.0), temporal=True):
+    """Laplacian unwrapping of multi-echo phase, optionally through echo differences.
+
+    Parameters
+    ----------
+    phase : ndarray, (echo, x, y, z)
+        Wrapped phase in radians.
+    voxel_size_mm : float or 3 floats
+    temporal : bool
+        True (default): unwrap the first echo and the wrapped differences
+        between consecutive echoes, then add them up (echo n = φ₁ + Σ Δφ).
+        The differences accumulate phase over a shorter time, so they wrap
+        less, and the phase offset at TE = 0 cancels in them. False: unwrap
+        each echo on its own (:func:`laplacian_unwrap`).
+
+    Returns
+    -------
+    ndarray, (echo, x, y, z)
+
+    Notes
+    -----
+    Same cost as unwrapping every echo (six real FFTs per echo). On the
+    simulated head (64³, 3 mm voxels, TEs 4/9.5/17 ms at 3 T with air
+    cavities near the brain), the χ NRMSE after V-SHARP and closed-form L2
+    measured 44.6 % per echo and 34.1 % through differences (``tests/test_pipeline.py``
+    and ``scripts/bench_pipeline.py`` give the current figures).
+    """
+    x = _check_real("phase", phase)
+    if x.ndim != 4:
+        raise ShapeMismatchError(f"phase must be 4-D (echo, x, y, z), got shape {x.shape}")
+    if not temporal or x.shape[0] == 1:
+        return laplacian_unwrap(x, voxel_size_mm=voxel_size_mm)
+    _check_finite("phase", x)
+    dtype = _float_dtype(x)
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    out = np.empty(x.shape, dtype=dtype)
+    out[0] = _unwrap3(x[0].astype(dtype, copy=False), vox)
+    for e in range(1, x.shape[0]):
+        diff = _wrap((x[e] - x[e - 1]).astype(dtype, copy=False))
+        out[e] = out[e - 1] + _unwrap3(diff, vox)
+    return out
