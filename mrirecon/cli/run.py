@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidParameterError, MriReconError
+from .qsm import _lam as parse_lam
 
 NAME = "run"
 HELP = "QSM for every subject of a BIDS dataset (multi-echo GRE magnitude + phase)"
@@ -37,20 +38,6 @@ example:
 """
 
 
-def _lam(text):
-    if text.strip().lower() == "auto":
-        return "auto"
-    import argparse
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"lambda must be positive, got {text!r}")
-    return v
-
-
 def add_arguments(p) -> None:
     p.add_argument("bids_dir", metavar="BIDS_DIR", help="BIDS dataset root")
     p.add_argument("out_dir", metavar="OUT_DIR", help="derivatives directory to write (created)")
@@ -66,7 +53,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--lam",
-        type=_lam,
+        type=parse_lam,
         default="auto",
         metavar="VALUE|auto",
         help="lambda (l2/cg-l2: default auto = GCV; tv: required)",
