@@ -23,9 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import bench, phantom, qsm, run
+    from . import bench, phantom, qsm, run, sense
 
-    return [qsm, run, phantom, bench]
+    return [qsm, run, sense, phantom, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

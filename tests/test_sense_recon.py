@@ -1,0 +1,154 @@
+"""The default SENSE path (unfold + preconditioned CG with the ACS lines) and `mrirecon sense`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mrirecon.cli import main
+from mrirecon.errors import InvalidParameterError
+from mrirecon.fft import fftc
+from mrirecon.io import load_nifti
+from mrirecon.phantoms import brain_slice
+from mrirecon.sense import cg_sense, coils, sampling, sense, unfold
+from mrirecon.sense.unfold import SenseUnfolder
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def data():
+    img = brain_slice((N, N))
+    sens = coils.simulate_coil_maps((N, N), 8).astype(np.complex128)
+    mask = sampling.uniform_mask((N, N), 4, acs=12)
+    rng = np.random.default_rng(0)
+    k = fftc(sens * img, axes=(-2, -1))
+    k = k + 1e-3 * np.abs(k).max() * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    return img, sens, mask, k * mask
+
+
+def test_preconditioned_cg_converges_to_the_full_objective(data):
+    img, sens, mask, y = data
+    lam = 1e-3
+    ref = cg_sense(y, sens, lam=lam, mask=mask, max_iter=3000, tol=1e-13)
+    errs = [
+        np.linalg.norm(sense(y, sens, lam=lam, accel=4, acs_iter=it) - ref) / np.linalg.norm(ref)
+        for it in (0, 2, 5, 100)
+    ]
+    assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-4, errs
+    # acs_iter=0 is the pure unfold of the lattice lines
+    np.testing.assert_allclose(
+        sense(y, sens, lam=lam, accel=4, acs_iter=0), unfold(y, sens, lam=lam, accel=4), atol=1e-12
+    )
+
+
+def test_lattice_only_data_is_the_unfold_and_detection(data):
+    img, sens, mask, y = data
+    lattice = sampling.uniform_mask((N, N), 4)
+    y_lat = y * lattice
+    np.testing.assert_allclose(
+        sense(y_lat, sens, lam=1e-3), unfold(y_lat, sens, lam=1e-3, accel=4), atol=1e-12
+    )
+    # accel detected from the data with ACS == accel given
+    np.testing.assert_allclose(sense(y, sens, lam=1e-3), sense(y, sens, lam=1e-3, accel=4), atol=1e-12)
+
+
+def test_preconditioner_inverts_the_lattice_normal_operator(data):
+    img, sens, mask, y = data
+    lam = 1e-2
+    unf = SenseUnfolder(sens, 4, lam=lam)
+    from mrirecon.sense import SenseOp
+
+    op = SenseOp(sens, unf.mask)
+    x = np.random.default_rng(1).standard_normal((N, N)) + 0j
+    back = unf.precondition(op.normal(x) + lam * x)
+    np.testing.assert_allclose(back, x, atol=1e-9)
+
+
+def test_irregular_sampling_is_refused(data):
+    img, sens, mask, y = data
+    vd = sampling.variable_density_mask((N, N), 4, acs=8)
+    with pytest.raises(InvalidParameterError, match="not a uniform lattice"):
+        sense(y * vd, sens)
+    with pytest.raises(InvalidParameterError, match="acs_iter"):
+        sense(y, sens, acs_iter=-1)
+
+
+def test_cli_sense(tmp_path, data, capsys):
+    img, sens, mask, y = data
+    np.savez(tmp_path / "scan.npz", kspace=y.astype(np.complex64), sens=sens.astype(np.complex64))
+    out = tmp_path / "img.nii.gz"
+    assert (
+        main(
+            [
+                "sense",
+                str(tmp_path / "scan.npz"),
+                "-o",
+                str(out),
+                "--lam",
+                "1e-3",
+                "--gfactor",
+                str(tmp_path / "g.nii.gz"),
+                "--complex",
+            ]
+        )
+        == 0
+    )
+    mag = load_nifti(out).data[..., 0] if load_nifti(out, ndim=None).data.ndim == 3 else load_nifti(out).data
+    obj = np.abs(img) > 0.05
+    ref = np.abs(sense(y, sens, lam=1e-3))
+    assert np.allclose(mag, ref, atol=1e-4)
+    assert np.linalg.norm((mag - np.abs(img))[obj]) / np.linalg.norm(np.abs(img)[obj]) < 0.15
+    g = load_nifti(tmp_path / "g.nii.gz", ndim=None).data
+    assert g.max() > 1 and np.isfinite(g).all()
+    meta = json.loads((tmp_path / "img.json").read_text())
+    assert meta["Method"] == "unfold" and meta["ACSIterations"] == 5
+    assert (tmp_path / "img_real.nii.gz").exists() and (tmp_path / "img_imag.nii.gz").exists()
+    for method in ("cg", "l1-wavelet", "tv"):
+        assert (
+            main(
+                [
+                    "sense",
+                    str(tmp_path / "scan.npz"),
+                    "-o",
+                    str(tmp_path / f"{method}.nii.gz"),
+                    "--method",
+                    method,
+                    "--max-iter",
+                    "5",
+                ]
+            )
+            == 0
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--accel", "5"], "does not divide"),
+        (["--lam", "-1"], "--lam"),
+        (["-s", "MAPS"], "coil maps have shape"),
+    ],
+)
+def test_cli_sense_bad_input(tmp_path, data, capsys, args, fragment):
+    img, sens, mask, y = data
+    np.savez(tmp_path / "scan.npz", kspace=y.astype(np.complex64), sens=sens.astype(np.complex64))
+    np.save(tmp_path / "maps.npy", sens[:4].astype(np.complex64))
+    args = [str(tmp_path / "maps.npy") if a == "MAPS" else a for a in args]
+    out = tmp_path / "img.nii.gz"
+    assert main(["sense", str(tmp_path / "scan.npz"), "-o", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
+    assert not out.exists()
+
+
+def test_cli_sense_nan_and_empty(tmp_path, data, capsys):
+    img, sens, mask, y = data
+    bad = y.astype(np.complex64).copy()
+    bad[0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", kspace=bad, sens=sens.astype(np.complex64))
+    np.savez(tmp_path / "zero.npz", kspace=np.zeros_like(bad), sens=sens.astype(np.complex64))
+    assert main(["sense", str(tmp_path / "nan.npz"), "-o", str(tmp_path / "a.nii.gz")]) == 2
+    assert "NaN" in capsys.readouterr().err
+    assert main(["sense", str(tmp_path / "zero.npz"), "-o", str(tmp_path / "b.nii.gz")]) == 2
+    assert "no sampled" in capsys.readouterr().err
