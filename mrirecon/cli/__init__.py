@@ -23,9 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import bench, phantom, qsm, run, sense
+    from . import bench, fft_wisdom, phantom, qsm, run, sense
 
-    return [qsm, run, sense, phantom, bench]
+    return [qsm, run, sense, phantom, bench, fft_wisdom]
 
 
 def build_parser() -> argparse.ArgumentParser:
