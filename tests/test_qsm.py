@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from dense_reference import difference_matrices, dipole_matrix
 
 from mrirecon import qsm
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
@@ -12,25 +13,10 @@ from mrirecon.qsm.lcurve import _curvature, _extremum
 
 
 # ---------------------------------------------------------------- references
-def _dipole_matrix(shape, vox, b):
-    """Dense matrix of the periodic dipole convolution, built with numpy.fft."""
-    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float64)
-    n = int(np.prod(shape))
-    eye = np.eye(n).reshape((n, *shape))
-    return np.real(np.fft.ifftn(d * np.fft.fftn(eye, axes=(1, 2, 3)), axes=(1, 2, 3))).reshape(n, n).T
-
-
-def _difference_matrices(shape):
-    """Dense circular forward differences, built in image space (np.roll)."""
-    n = int(np.prod(shape))
-    eye = np.eye(n).reshape((n, *shape))
-    return [(np.roll(eye, -1, axis=a + 1) - eye).reshape(n, n).T for a in range(3)]
-
-
 def _dense_l2(phi, vox, b, lam):
     """Minimum-norm minimiser of ||A chi - phi||^2 + lam sum ||E_i chi||^2."""
-    a = _dipole_matrix(phi.shape, vox, b)
-    h = a.T @ a + lam * sum(e.T @ e for e in _difference_matrices(phi.shape))
+    a = dipole_matrix(phi.shape, vox, b)
+    h = a.T @ a + lam * sum(e.T @ e for e in difference_matrices(phi.shape))
     return (np.linalg.pinv(h, rcond=1e-12, hermitian=True) @ (a.T @ phi.reshape(-1))).reshape(phi.shape)
 
 
@@ -70,7 +56,7 @@ def test_padding_solves_the_padded_problem():
 def test_lambda_to_zero_gives_least_squares_solution():
     shape, vox, b = (6, 5, 4), (1.0, 1.0, 1.0), (0.3, 0.2, 1.0)
     phi = np.random.default_rng(2).standard_normal(shape)
-    a = _dipole_matrix(shape, vox, b)
+    a = dipole_matrix(shape, vox, b)
     ls = (np.linalg.pinv(a, rcond=1e-8, hermitian=True) @ phi.reshape(-1)).reshape(shape)
     errors = [
         np.linalg.norm(qsm.closed_form_l2(phi, voxel_size_mm=vox, b0_dir=b, lam=lam, reference=None) - ls)

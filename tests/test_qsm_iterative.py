@@ -4,6 +4,7 @@ import functools
 
 import numpy as np
 import pytest
+from dense_reference import difference_matrices, dipole_matrix
 
 from mrirecon import qsm
 from mrirecon.errors import InvalidParameterError
@@ -17,21 +18,6 @@ from mrirecon.solvers import SolverResult
 # ---------------------------------------------------------------- references
 def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
-
-
-def _dipole_matrix(shape, vox, b):
-    """Dense matrix of the periodic dipole convolution, built with numpy.fft."""
-    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float64)
-    n = int(np.prod(shape))
-    eye = np.eye(n).reshape((n, *shape))
-    return np.real(np.fft.ifftn(d * np.fft.fftn(eye, axes=(1, 2, 3)), axes=(1, 2, 3))).reshape(n, n).T
-
-
-def _difference_matrices(shape):
-    """Dense circular forward differences, built in image space (np.roll)."""
-    n = int(np.prod(shape))
-    eye = np.eye(n).reshape((n, *shape))
-    return [(np.roll(eye, -1, axis=a + 1) - eye).reshape(n, n).T for a in range(3)]
 
 
 def _tv_objective(chi, phi, lam, *, vox=(1.0, 1.0, 1.0), b=(0.0, 0.0, 1.0), w=None):
@@ -178,9 +164,9 @@ def test_weighted_cg_l2_equals_dense_minimiser(vox, b, lam, with_mask):
         mask[0, :, :2] = False
         mask[3, 1, 1] = False
     m = np.ones(shape) if mask is None else mask.astype(float)
-    a = _dipole_matrix(shape, vox, b)
+    a = dipole_matrix(shape, vox, b)
     w2 = np.diag(((w * m) ** 2).reshape(-1))
-    h = a.T @ w2 @ a + lam * sum(e.T @ e for e in _difference_matrices(shape))
+    h = a.T @ w2 @ a + lam * sum(e.T @ e for e in difference_matrices(shape))
     ref = (np.linalg.pinv(h, rcond=1e-12, hermitian=True) @ (a.T @ w2 @ (phi * m).reshape(-1))).reshape(shape)
     ref *= m  # the method returns zero outside the mask
     chi = cg_l2(

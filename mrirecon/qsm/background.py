@@ -29,6 +29,7 @@ from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module, next_fast_len, real_filter, rfftn
 from ..kspace import dipole_kernel, normalize_direction, normalize_voxel_size, xp_name
 from ..solvers import cg
+from ._prepare import prepare
 
 __all__ = ["BackgroundResult", "pdf", "sharp", "smv_kernel", "vsharp"]
 
@@ -195,30 +196,20 @@ def _check_threshold(threshold):
 
 
 def _prepare(field, mask, voxel_size_mm):
-    """Validate; return (field zeroed outside the mask, bool mask, voxel size, array module)."""
-    xp = get_array_module(field)
-    field = xp.asarray(field)
-    if field.ndim != 3:
-        raise ShapeMismatchError(f"field must be a 3-D volume (x, y, z), got shape {field.shape}")
-    if xp.iscomplexobj(field) or not (
-        np.issubdtype(field.dtype, np.floating) or np.issubdtype(field.dtype, np.integer)
-    ):
-        raise InvalidParameterError(f"field must be a real 3-D field map, got dtype {field.dtype}")
+    """Validate; return (field zeroed outside the mask, bool mask, voxel size, array module).
+
+    The checks are the QSM inversions' (:func:`mrirecon.qsm._prepare.prepare`);
+    here the mask is required and the field must be finite inside it.
+    """
     if mask is None:
         raise InvalidParameterError("mask is required: a boolean brain mask of the field's shape")
-    mask = xp.asarray(mask)
-    if mask.shape != field.shape:
-        raise ShapeMismatchError(f"mask shape {mask.shape} does not match field shape {field.shape}")
-    mask = mask.astype(bool, copy=False)
-    if not bool(mask.any()):
-        raise InvalidParameterError("mask is empty: it must select at least one voxel")
-    vox = normalize_voxel_size(voxel_size_mm, 3)
-    dtype = np.float64 if field.dtype == np.float64 else np.float32
-    phi = xp.where(mask, field, 0).astype(dtype, copy=False)
+    prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=(0.0, 0.0, 1.0), pad=0)
+    xp = get_array_module(prep.field)
+    phi = xp.where(prep.mask, prep.field, 0)
     if not bool(xp.isfinite(phi).all()):
         bad = int(xp.count_nonzero(~xp.isfinite(phi)))
         raise InvalidParameterError(f"field has {bad} NaN/Inf voxels inside the mask")
-    return phi, mask, vox, xp
+    return phi, prep.mask, prep.voxel_size_mm, xp
 
 
 def _border_box(shape, vox, radius, xp):
