@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from ._parallel import elementwise
+from .device import get_array_module
 
 __all__ = [
     "backend",
@@ -83,15 +84,6 @@ _plans: collections.OrderedDict = collections.OrderedDict()
 # --------------------------------------------------------------------------
 # array modules and configuration
 # --------------------------------------------------------------------------
-def get_array_module(x):
-    """Return the array module (:mod:`numpy` or :mod:`cupy`) that owns ``x``."""
-    if type(x).__module__.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
-
-
 def n_threads() -> int:
     """Threads used by CPU transforms (``MRIRECON_FFT_THREADS`` or usable cores)."""
     value = os.environ.get("MRIRECON_FFT_THREADS")
