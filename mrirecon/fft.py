@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._parallel import elementwise
+from ._parallel import elementwise, fused
 from .device import get_array_module
 
 __all__ = [
@@ -268,17 +268,31 @@ def _save_wisdom() -> None:
 # cached FFTW plans with their own aligned buffers
 # --------------------------------------------------------------------------
 class _RealPlan:
-    """r2c and c2r plans sharing one real and one complex aligned buffer."""
+    """r2c and c2r plans on one aligned buffer, in place where the layout allows.
+
+    When the last transformed axis is the array's last axis (the usual case)
+    the real data live in a buffer padded along that axis to
+    ``2 * (n // 2 + 1)`` values, and the half spectrum overwrites them in place
+    (FFTW's in-place real layout): one volume-sized buffer instead of two.
+    ``real`` and ``spec`` are the two views of it; ``inverse`` leaves its
+    (unnormalised) result in ``real``.
+    """
 
     def __init__(self, shape, dtype, axes, threads, planner):
         import pyfftw
 
         cdtype = np.result_type(dtype, np.complex64)
-        self.real = pyfftw.empty_aligned(shape, dtype=dtype)
-        self.spec = pyfftw.empty_aligned(half_shape(shape, axes), dtype=cdtype)
-        flags = (planner,)
+        hshape = half_shape(shape, axes)
+        if axes[-1] == len(shape) - 1:
+            self.buf = pyfftw.empty_aligned(shape[:-1] + (2 * hshape[-1],), dtype=dtype)
+            self.real = self.buf[..., : shape[-1]]
+            self.spec = self.buf.view(cdtype)
+        else:
+            self.buf = None
+            self.real = pyfftw.empty_aligned(shape, dtype=dtype)
+            self.spec = pyfftw.empty_aligned(hshape, dtype=cdtype)
         self.forward = pyfftw.FFTW(
-            self.real, self.spec, axes=axes, direction="FFTW_FORWARD", flags=flags, threads=threads
+            self.real, self.spec, axes=axes, direction="FFTW_FORWARD", flags=(planner,), threads=threads
         )
         self.inverse = pyfftw.FFTW(
             self.spec,
@@ -291,13 +305,30 @@ class _RealPlan:
         self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
         self.lock = threading.Lock()
 
-    def execute_inverse(self):
-        """c2r from ``self.spec`` straight into a new aligned array (unnormalised)."""
-        import pyfftw
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by this plan's buffers."""
+        if self.buf is not None:
+            return self.buf.nbytes
+        return self.real.nbytes + self.spec.nbytes
 
-        out = pyfftw.empty_aligned(self.real.shape, dtype=self.real.dtype)
-        self.inverse.update_arrays(self.spec, out)
-        self.inverse.execute()
+    def copy_out(self, mask=None):
+        """A new contiguous array: the normalised inverse result, times ``mask`` if given.
+
+        One pass over memory: scale (and mask) are applied block by block while
+        the block is in cache.
+        """
+        out = np.empty(self.real.shape, dtype=self.real.dtype)
+        scale = self.real.dtype.type(self.scale)
+        if mask is None:
+            elementwise(np.multiply, out, self.real, scale)
+        else:
+
+            def scaled_masked(o, r, m):
+                np.multiply(r, m, out=o)
+                o *= scale
+
+            fused(scaled_masked, out, self.real, mask)
         return out
 
 
@@ -398,10 +429,9 @@ def irfftn(spec, shape, axes=None):
     if spec.shape != plan.spec.shape:
         raise ValueError(f"half spectrum of shape {spec.shape} does not fit shape {shape}")
     with plan.lock:
-        plan.spec[...] = spec
-        out = plan.execute_inverse()
-    out *= dtype.type(plan.scale)
-    return out
+        elementwise(np.positive, plan.spec, spec)
+        plan.inverse.execute()
+        return plan.copy_out()
 
 
 def _complex_dtype(x) -> np.dtype:
@@ -466,16 +496,15 @@ def ifftc(x, axes=None):
 def real_filter(x, kernel, *, mask=None, spectrum=None):
     """Filter a real volume by a real half-spectrum kernel: two FFTs.
 
-    Computes ``irfftn(rfftn(x * mask) * kernel) * mask`` over all axes, with the
-    multiply done in place on the half spectrum and no temporaries of the
-    volume's size beyond the cached FFT buffers and the result.
+    Computes ``irfftn(rfftn(x * mask) * kernel) * mask`` over all axes.
 
     Parameters
     ----------
-    x : ndarray, real, shape ``s``
+    x : ndarray, real, shape ``s`` (NumPy or CuPy)
         float64 stays float64; anything else runs in float32.
     kernel : ndarray, real, shape ``half_shape(s)`` (or broadcastable to it)
-        Kernel in the NumPy half-spectrum layout, e.g. from :mod:`mrirecon.kspace`.
+        Kernel in the NumPy half-spectrum layout, e.g. from :mod:`mrirecon.kspace`,
+        in the same array module as ``x``.
     mask : ndarray of bool, shape ``s``, optional
         Applied to the input before the forward FFT and to the output.
     spectrum : ndarray, complex, shape ``half_shape(s)``, optional
@@ -484,11 +513,26 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
 
     Returns
     -------
-    ndarray, same shape as ``x``, float32 or float64 (a new array).
+    ndarray, same shape and array module as ``x``, float32 or float64 (a new array).
+
+    Notes
+    -----
+    CPU (FFTW): the masked input is copied into the cached plan's padded
+    buffer, transformed in place, multiplied in place by the kernel on the half
+    spectrum, transformed back in place, and copied out with the 1/N scale and
+    the mask in one blocked pass. Memory held beyond the input, kernel and
+    result: the plan's one buffer (``x.nbytes`` plus the padding of the last
+    axis). Three passes over memory besides the two transforms.
+
+    GPU (cuFFT): cached cuFFT plans executed directly (no normalisation pass;
+    1/N is folded into the kernel multiply, one fused kernel), the masked copy
+    and the output mask one kernel each.
     """
     xp = get_array_module(x)
     shape = x.shape
-    if xp is not np or backend() == "scipy":
+    if xp is not np:
+        return _cupy_real_filter(x, kernel, mask, spectrum)
+    if backend() == "scipy":
         if spectrum is None:
             spectrum = rfftn(x if mask is None else x * mask)
         out = irfftn(spectrum * kernel, shape)
@@ -496,8 +540,9 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
             out *= mask
         return out
     dtype = _real_dtype(x)
+    if x.dtype.kind != "f":
+        x = x.astype(dtype)
     plan = _get_plan("real", shape, dtype, tuple(range(len(shape))))
-    scaled = _scaled_kernel(kernel, plan.scale)
     with plan.lock:
         if spectrum is None:
             if mask is None:
@@ -505,38 +550,104 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
             else:
                 elementwise(np.multiply, plan.real, x, mask)
             plan.forward.execute()
-            elementwise(np.multiply, plan.spec, plan.spec, scaled)
+            elementwise(np.multiply, plan.spec, plan.spec, kernel)
         else:
-            elementwise(np.multiply, plan.spec, spectrum, scaled)
-        out = plan.execute_inverse()
-    if mask is not None:
-        elementwise(np.multiply, out, out, mask)
-    return out
+            elementwise(np.multiply, plan.spec, spectrum, kernel)
+        plan.inverse.execute()
+        return plan.copy_out(mask)
 
 
-_scaled: collections.OrderedDict = collections.OrderedDict()
+# --------------------------------------------------------------------------
+# CuPy / cuFFT
+# --------------------------------------------------------------------------
+_cupy_plans: collections.OrderedDict = collections.OrderedDict()
 
 
-def _scaled_kernel(kernel, scale):
-    """``kernel * scale`` (FFTW's inverse is unnormalised), kept for the last few kernels.
+def _cupy_kernels():
+    """Fused element-wise CUDA kernels (compiled once per process)."""
+    k = _state.get("cupy_kernels")
+    if k is None:
+        import cupy
 
-    Cached kernels are long-lived read-only arrays, so a scaled copy made once
-    saves a pass over the volume on every call. Keyed by identity, checked
-    through a weak reference so a freed kernel's id cannot be mistaken.
+        k = {
+            "masked_copy": cupy.ElementwiseKernel(
+                "T x, bool m", "T y", "y = m ? x : (T)0", "mrirecon_masked_copy"
+            ),
+            "mul_inplace": cupy.ElementwiseKernel("R k, R s", "C y", "y = y * (k * s)", "mrirecon_spec_mul"),
+            "mul_new": cupy.ElementwiseKernel(
+                "C a, R k, R s", "C y", "y = a * (k * s)", "mrirecon_spec_mul2"
+            ),
+        }
+        _state["cupy_kernels"] = k
+    return k
+
+
+def _cupy_real_plans(shape, dtype):
+    """Cached (r2c, c2r) cuFFT plans for ``shape`` on the current device, or None.
+
+    None means CuPy's plan objects could not be used directly (an API change);
+    the caller then goes through :mod:`cupyx.scipy.fft`, which caches its own.
     """
-    import weakref
+    import cupy
 
-    key = (id(kernel), scale)
+    key = (tuple(shape), np.dtype(dtype).str, cupy.cuda.Device().id)
     with _lock:
-        hit = _scaled.get(key)
-        if hit is not None and hit[0]() is kernel:
-            _scaled.move_to_end(key)
-            return hit[1]
-    value = np.multiply(kernel, np.asarray(scale, dtype=kernel.dtype))
-    if getattr(kernel, "flags", None) is None or kernel.flags.writeable:
-        return value  # a caller's mutable array: do not cache
+        hit = _cupy_plans.get(key, False)
+        if hit is not False:
+            _cupy_plans.move_to_end(key)
+            return hit
+    try:
+        import cupyx.scipy.fft as cfft
+
+        real = cupy.empty(shape, dtype=dtype)
+        spec = cupy.empty(half_shape(shape), dtype=np.result_type(dtype, np.complex64))
+        plans = (
+            cfft.get_fft_plan(real, value_type="R2C"),
+            cfft.get_fft_plan(spec, shape=tuple(shape), value_type="C2R"),
+        )
+        del real, spec
+    except Exception as exc:  # pragma: no cover - depends on the CuPy version
+        warnings.warn(f"cuFFT plans not usable directly ({exc}); using cupyx.scipy.fft", stacklevel=3)
+        plans = None
     with _lock:
-        _scaled[key] = (weakref.ref(kernel), value)
-        while len(_scaled) > 3:
-            _scaled.popitem(last=False)
-    return value
+        _cupy_plans[key] = plans
+        while len(_cupy_plans) > _MAX_CACHED_PLANS:
+            _cupy_plans.popitem(last=False)
+    return plans
+
+
+def _cupy_real_filter(x, kernel, mask, spectrum):
+    import cupy
+    from cupy.cuda import cufft
+
+    shape = tuple(x.shape)
+    dtype = _real_dtype(x)
+    cdtype = np.result_type(dtype, np.complex64)
+    x = x.astype(dtype, copy=False)
+    kernel = kernel.astype(dtype, copy=False)
+    k = _cupy_kernels()
+    plans = _cupy_real_plans(shape, dtype)
+    scale = dtype.type(1.0 / float(np.prod(shape))) if plans is not None else dtype.type(1.0)
+    if spectrum is None:
+        src = x if mask is None else k["masked_copy"](x, mask.astype(bool, copy=False))
+        if plans is None:
+            import cupyx.scipy.fft as cfft
+
+            spec = cfft.rfftn(src)
+        else:
+            spec = cupy.empty(half_shape(shape), dtype=cdtype)
+            plans[0].fft(cupy.ascontiguousarray(src), spec, cufft.CUFFT_FORWARD)
+        del src
+        k["mul_inplace"](kernel, scale, spec)
+    else:
+        spec = k["mul_new"](spectrum.astype(cdtype, copy=False), kernel, scale)
+    if plans is None:
+        import cupyx.scipy.fft as cfft
+
+        out = cfft.irfftn(spec, s=shape, overwrite_x=True)
+    else:
+        out = cupy.empty(shape, dtype=dtype)
+        plans[1].fft(spec, out, cufft.CUFFT_INVERSE)  # destroys spec, which is ours
+    if mask is not None:
+        out *= mask
+    return out

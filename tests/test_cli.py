@@ -560,3 +560,34 @@ def test_usage_errors(capsys, argv):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "error:" in err
+
+
+# --------------------------------------------------------------------------- --device
+
+
+def test_device_gpu_without_cuda_is_one_line_error(phantom, tmp_path, capsys, monkeypatch):
+    import mrirecon.cli._device as dev
+
+    monkeypatch.setattr(dev, "cupy_available", lambda: False)
+    out = tmp_path / "chi.nii.gz"
+    assert run_qsm(phantom / "field.nii.gz", phantom / "mask.nii.gz", out, "--device", "gpu") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--device gpu needs CuPy" in err
+    assert not out.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", [("l2",), ("tkd",), ("cg-l2", "--lam", "0.01", "--max-iter", "20")])
+def test_device_gpu_matches_cpu(phantom, tmp_path, method):
+    from mrirecon.device import cupy_available
+
+    if not cupy_available():
+        pytest.skip("no CuPy/CUDA device")
+    args = ["--method", *method]
+    cpu, gpu = tmp_path / "cpu.nii.gz", tmp_path / "gpu.nii.gz"
+    assert run_qsm(phantom / "field.nii.gz", phantom / "mask.nii.gz", cpu, *args) == 0
+    assert run_qsm(phantom / "field.nii.gz", phantom / "mask.nii.gz", gpu, *args, "--device", "gpu") == 0
+    a, b = io.load_nifti(cpu).data, io.load_nifti(gpu).data
+    assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(a)
+    meta = json.loads((tmp_path / "gpu.json").read_text())
+    assert meta["Device"].startswith("gpu (")

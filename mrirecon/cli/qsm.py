@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidParameterError
+from ._device import add_device_argument, check_device, describe, to_device, to_numpy
 
 NAME = "qsm"
 HELP = "susceptibility map (ppm) from a local field map by closed-form L2 or TKD"
@@ -145,6 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--figure", metavar="OUT.png", help="also write orthogonal slices of chi (window +-0.1 ppm)"
     )
     p.add_argument("--lcurve-figure", metavar="LC.png", help="with --lam auto: also write the L-curve")
+    add_device_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
@@ -218,6 +220,7 @@ def run(args) -> int:
         raise InvalidParameterError("--field-units rad needs --te-s (the echo time in seconds)")
     if args.lcurve_figure and not (args.method == "l2" and args.lam == "auto"):
         raise InvalidParameterError("--lcurve-figure needs --method l2 --lam auto")
+    check_device(args.device)
     iterative = args.method in ("cg-l2", "tv", "tv-nlcg")
     if not iterative and (args.max_iter is not None or args.tol is not None or args.weights):
         raise InvalidParameterError("--max-iter, --tol and --weights are for --method cg-l2, tv or tv-nlcg")
@@ -275,6 +278,10 @@ def run(args) -> int:
         weights_vol = io.load_nifti(args.weights)
         io.check_same_grid(field_vol, weights_vol)
         weights = weights_vol.data
+    host_mask = mask
+    if args.device == "gpu":  # one copy in; everything below runs on the device
+        field, mask = to_device(field, "gpu"), to_device(mask, "gpu")
+        weights = None if weights is None else to_device(weights, "gpu")
     kw = {"voxel_size_mm": vox, "b0_dir": b0, "pad": args.pad}
     curve = None
     if iterative:
@@ -295,6 +302,8 @@ def run(args) -> int:
     else:
         chi = qsm.tkd(field, mask, threshold=args.tkd_threshold, **kw)
         params = {"TKDThreshold": args.tkd_threshold}
+    chi = to_numpy(chi)  # one copy out (a no-op on the CPU)
+    mask = host_mask
     elapsed = time.perf_counter() - t0
 
     meta = {
@@ -310,6 +319,7 @@ def run(args) -> int:
         "MagneticFieldStrength_T": args.b0_tesla,
         "EchoTime_s": args.te_s,
         "Padding_voxels": args.pad,
+        "Device": describe(args.device),
         "Inputs": {"field": str(field_vol.path.resolve()), "mask": str(mask_vol.path.resolve())},
         "Software": {"name": "mrirecon", "version": __version__},
         "Command": " ".join(["mrirecon", *args._argv]),

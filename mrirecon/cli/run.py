@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidParameterError, MriReconError
+from ._device import add_device_argument, check_device, describe, to_device, to_numpy
 from .qsm import _lam as parse_lam
 
 NAME = "run"
@@ -64,6 +65,7 @@ def add_arguments(p) -> None:
         metavar="T",
         help="field strength, overriding/replacing MagneticFieldStrength",
     )
+    add_device_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite existing derivatives")
 
 
@@ -72,6 +74,7 @@ def run(args) -> int:
 
     from .. import bids, io, qsm
 
+    check_device(args.device)
     if args.method == "tv" and args.lam == "auto":
         raise InvalidParameterError("--method tv needs a numeric --lam")
     if args.b0_tesla is not None and (not math.isfinite(args.b0_tesla) or args.b0_tesla <= 0):
@@ -100,20 +103,28 @@ def run(args) -> int:
         try:
             loaded = bids.load_series(s, b0_tesla=args.b0_tesla)
             inner.update(1)
+            dev = (
+                (lambda a: a)
+                if args.device == "cpu"
+                else (lambda a: None if a is None else to_device(a, "gpu"))
+            )
             result = qsm.pipeline(
-                loaded["magnitude"],
-                loaded["phase"],
+                dev(loaded["magnitude"]),
+                dev(loaded["phase"]),
                 loaded["te_s"],
                 b0_tesla=loaded["b0_tesla"],
                 voxel_size_mm=loaded["voxel_size_mm"],
                 b0_dir=io.b0_direction_from_affine(loaded["affine"]),
                 phase_units=loaded["phase_units"],
-                mask=loaded["mask"],
+                mask=dev(loaded["mask"]),
                 background=args.background,
                 method=args.method,
                 lam=args.lam,
                 step_callback=lambda name, bar=inner: bar.update(1),
             )
+            for name in ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask"):
+                setattr(result, name, to_numpy(getattr(result, name)))  # one copy out
+            result.params["Device"] = describe(args.device)
             paths = bids.write_outputs(
                 out,
                 s,

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import get_array_module
 from ..errors import InvalidParameterError, ShapeMismatchError
+from ._device import add_device_argument, check_device, describe, to_device, to_numpy
 
 NAME = "sense"
 HELP = "SENSE reconstruction of multi-coil Cartesian k-space (closed-form unfold, CG, L1-wavelet, TV)"
@@ -71,6 +73,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--complex", action="store_true", help="also write the real and imaginary parts")
     p.add_argument("--gfactor", metavar="G.nii.gz", help="also write the g-factor map of the lattice")
+    add_device_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
@@ -101,6 +104,7 @@ def run(args) -> int:
         raise InvalidParameterError(f"--lam must be >= 0, got {lam}")
     if args.acs_iter < 0 or (args.max_iter is not None and args.max_iter < 1):
         raise InvalidParameterError("--acs-iter must be >= 0 and --max-iter >= 1")
+    check_device(args.device)
     paths = _outputs(args)
     for p in paths.values():
         io.check_writable(p, force=args.force)
@@ -116,6 +120,8 @@ def run(args) -> int:
     sampled = np.any(k != 0, axis=0)
     if not sampled.any():
         raise InvalidParameterError(f"{args.kspace}: no sampled k-space point (all zero)")
+    if args.device == "gpu":  # one copy in; everything below runs on the device
+        k = to_device(k, "gpu")
     if args.espirit:
         pat = sampling.detect_pattern(sampled)
         acs = pat.acs_lines if isinstance(pat.acs_lines, int) else pat.acs_lines[0]
@@ -135,10 +141,13 @@ def run(args) -> int:
             maps_from = "the k-space file's 'sens'"
         else:
             raise InvalidParameterError("no coil sensitivities: give -s SENS or --espirit")
-    sens = np.asarray(sens).astype(np.complex64, copy=False)
+    if args.device == "gpu":
+        sens = to_device(sens, "gpu")
+    xp = get_array_module(k)
+    sens = xp.asarray(sens).astype(np.complex64, copy=False)
     if sens.shape != k.shape:
         raise ShapeMismatchError(f"coil maps have shape {sens.shape} but the k-space has {k.shape}")
-    if not np.all(np.isfinite(sens)):
+    if not bool(xp.all(xp.isfinite(sens))):
         raise InvalidParameterError("coil sensitivities have NaN/Inf values")
     accel = None
     if args.accel:
@@ -162,6 +171,8 @@ def run(args) -> int:
         if pat is not None and pat.kind not in ("uniform", "caipi", "full"):
             raise InvalidParameterError("--gfactor needs uniform (or CAIPI) sampling")
         g = gfactor(sens, r if r else 1, lam=lam)
+    img = to_numpy(img)  # one copy out (no-op on the CPU)
+    g = None if g is None else to_numpy(g)
     elapsed = time.perf_counter() - t0
 
     nd = k.ndim - 1
@@ -177,6 +188,7 @@ def run(args) -> int:
         "ACSIterations": args.acs_iter if args.method == "unfold" else None,
         "CoilMaps": maps_from,
         "Input": str(Path(args.kspace).resolve()),
+        "Device": describe(args.device),
         "Software": {"name": "mrirecon", "version": __version__},
         "ElapsedSeconds": round(elapsed, 4),
     }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._parallel import elementwise
+from .._parallel import elementwise, fused
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module
 from ..kspace import normalize_direction, normalize_voxel_size
@@ -47,15 +47,23 @@ def finish(prep: Prepared, chi, reference):
         xp = get_array_module(chi)
         m = prep.user_mask
         if m is None:
-            chi -= chi.dtype.type(chi.mean(dtype=xp.float64))
+            mean = chi.mean(dtype=xp.float64).astype(chi.dtype)
         else:
-            mean = chi.dtype.type(chi.sum(dtype=xp.float64) / int(xp.count_nonzero(m)))
-            if xp is np:
-                elementwise(np.subtract, chi, chi, mean)
-                elementwise(np.multiply, chi, chi, m)
-            else:
-                chi -= mean
+            mean = (chi.sum(dtype=xp.float64) / xp.count_nonzero(m)).astype(chi.dtype)
+        if xp is not np:  # stays on the device: a 0-d array, no host round trip
+            chi -= mean
+            if m is not None:
                 chi *= m
+        elif m is None:
+            elementwise(np.subtract, chi, chi, chi.dtype.type(mean))
+        else:
+            mean = chi.dtype.type(mean)
+
+            def centre(o, c, mm):
+                np.subtract(c, mean, out=o)
+                o *= mm
+
+            fused(centre, chi, chi, m)
     return chi
 
 
