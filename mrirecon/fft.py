@@ -349,8 +349,166 @@ class _ComplexPlan:
         self.lock = threading.Lock()
 
 
+class _FusedPlan:
+    """The two-FFT filter of a large 3-D volume in three cache-blocked passes.
+
+    A 3-D transform is a 2-D transform of every plane (axes 1, 2) and a 1-D
+    transform of every column along axis 0. The filter runs as
+
+    A. per block of planes: masked copy in, 2-D r2c in place;
+    B. per block of columns: 1-D FFT along axis 0, multiply by the kernel,
+       inverse 1-D FFT, while the block is in cache;
+    C. per block of planes: 2-D c2r in place, copy out with 1/N and the mask.
+
+    Each block (about ``_FUSED_BLOCK_BYTES``) stays in cache through its
+    steps, so the whole filter reads and writes the volume three times: no
+    more than the two bare 3-D transforms need, and the copy-in, the kernel
+    multiply and the copy-out come for free. Blocks are split between the
+    threads; each thread has its own single-threaded plans (FFTW releases the
+    GIL). Block starts keep FFTW's SIMD alignment, so the plans made on one
+    block run on every other.
+    """
+
+    def __init__(self, shape, dtype, threads, planner):
+        import pyfftw
+
+        self.shape = shape
+        n0, n1, n2 = shape
+        m = n2 // 2 + 1
+        self.dtype = np.dtype(dtype)
+        cdtype = np.result_type(dtype, np.complex64)
+        self.buf = pyfftw.empty_aligned((n0, n1, 2 * m), dtype=dtype)
+        self.real = self.buf[..., :n2]
+        self.spec = self.buf.view(cdtype)
+        self.scale = 1.0 / float(n0 * n1 * n2)
+        self.lock = threading.Lock()
+        align = max(int(pyfftw.simd_alignment), 16)
+        plane = self.buf[0].nbytes
+        column = n0 * m * cdtype.itemsize
+        self.slabs = _fused_runs(n0, plane, align, threads)
+        self.columns = _fused_runs(n1, m * cdtype.itemsize, align, threads, unit=column)
+        flags = (planner,)
+        self.plans = []  # per thread: {("A"|"C", length) or ("B", width): plans}
+        for t in range(len(self.slabs)):
+            p = {}
+            for lo, hi in self.slabs[t]:
+                key = hi - lo
+                if ("A", key) in p:
+                    continue
+                r, c = self.real[lo:hi], self.spec[lo:hi]
+                p[("A", key)] = pyfftw.FFTW(r, c, axes=(1, 2), direction="FFTW_FORWARD", flags=flags)
+                p[("C", key)] = pyfftw.FFTW(
+                    c, r, axes=(1, 2), direction="FFTW_BACKWARD", flags=(planner, "FFTW_DESTROY_INPUT")
+                )
+            for lo, hi in self.columns[t] if t < len(self.columns) else ():
+                key = hi - lo
+                if ("B", key) in p:
+                    continue
+                blk = self.spec[:, lo:hi]
+                p[("B", key)] = (
+                    pyfftw.FFTW(blk, blk, axes=(0,), direction="FFTW_FORWARD", flags=flags),
+                    pyfftw.FFTW(blk, blk, axes=(0,), direction="FFTW_BACKWARD", flags=flags),
+                )
+            self.plans.append(p)
+        # the plain 3-D plans on the same buffer: rfftn/irfftn and the bare-pair benchmark
+        self.forward = pyfftw.FFTW(
+            self.real, self.spec, axes=(0, 1, 2), direction="FFTW_FORWARD", flags=flags, threads=threads
+        )
+        self.inverse = pyfftw.FFTW(
+            self.spec,
+            self.real,
+            axes=(0, 1, 2),
+            direction="FFTW_BACKWARD",
+            flags=(planner, "FFTW_DESTROY_INPUT"),
+            threads=threads,
+        )
+
+    nbytes = property(lambda self: self.buf.nbytes)
+    copy_out = _RealPlan.copy_out
+
+    def _parallel(self, fn, runs):
+        if len(runs) == 1:
+            fn(0)
+        else:
+            from ._parallel import _pool
+
+            list(_pool().map(fn, range(len(runs))))
+
+    def filter(self, x, kernel, mask):
+        """``irfftn(rfftn(x * mask) * kernel) * mask`` into a new array (call under ``lock``)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        scale = self.dtype.type(self.scale)
+
+        def stage_a(t):
+            for lo, hi in self.slabs[t]:
+                r = self.real[lo:hi]
+                if mask is None:
+                    np.copyto(r, x[lo:hi], casting="same_kind")
+                else:
+                    np.multiply(x[lo:hi], mask[lo:hi], out=r)
+                plan = self.plans[t][("A", hi - lo)]
+                plan.update_arrays(r, self.spec[lo:hi])
+                plan.execute()
+
+        def stage_b(t):
+            for lo, hi in self.columns[t]:
+                blk = self.spec[:, lo:hi]
+                fwd, bwd = self.plans[t][("B", hi - lo)]
+                fwd.update_arrays(blk, blk)
+                fwd.execute()
+                np.multiply(blk, kernel[:, lo:hi], out=blk)
+                bwd.update_arrays(blk, blk)
+                bwd.execute()
+
+        def stage_c(t):
+            for lo, hi in self.slabs[t]:
+                r = self.real[lo:hi]
+                plan = self.plans[t][("C", hi - lo)]
+                plan.update_arrays(self.spec[lo:hi], r)
+                plan.execute()
+                o = out[lo:hi]
+                if mask is None:
+                    np.multiply(r, scale, out=o)
+                else:
+                    np.multiply(r, mask[lo:hi], out=o)
+                    o *= scale
+
+        self._parallel(stage_a, self.slabs)
+        self._parallel(stage_b, self.columns)
+        self._parallel(stage_c, self.slabs)
+        return out
+
+
+_FUSED_MIN_VOXELS = 1 << 20  # below this the plain 3-D plans are as fast
+_FUSED_BLOCK_BYTES = 1 << 20  # about the L2 cache of one core
+
+
+def _fused_runs(n, step_bytes, align, threads, unit=None):
+    """Split ``range(n)`` into per-thread lists of ``(lo, hi)`` blocks.
+
+    Every block start is a multiple of ``g`` (so ``lo * step_bytes`` keeps the
+    SIMD alignment) and each block holds about ``_FUSED_BLOCK_BYTES`` of data
+    (``unit`` bytes per index, default ``step_bytes``).
+    """
+    import math
+
+    unit = unit or step_bytes
+    g = align // math.gcd(step_bytes, align)
+    size = max(g, (_FUSED_BLOCK_BYTES // max(unit, 1)) // g * g)
+    threads = max(1, min(threads, n // size or 1))
+    # thread boundaries on multiples of g, as even as that allows
+    edges = [0] + [min(n, round(n * i / threads / g) * g) for i in range(1, threads)] + [n]
+    runs = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        runs.append([(a, min(a + size, hi)) for a in range(lo, hi, size)])
+    return [r for r in runs if r]
+
+
+_SMALL_VOXELS = 1 << 15  # below this, FFTW's thread start-up costs more than it saves
+
+
 def _get_plan(kind, shape, dtype, axes):
-    threads = n_threads()
+    threads = n_threads() if int(np.prod(shape)) >= _SMALL_VOXELS else 1
     planner = _planner()
     key = (kind, tuple(shape), np.dtype(dtype).str, axes, threads, planner)
     with _lock:
@@ -359,8 +517,11 @@ def _get_plan(kind, shape, dtype, axes):
             _plans.move_to_end(key)
             return plan
         _load_wisdom()
-        cls = _RealPlan if kind == "real" else _ComplexPlan
-        plan = cls(tuple(shape), np.dtype(dtype), axes, threads, planner)
+        if kind == "fused":
+            plan = _FusedPlan(tuple(shape), np.dtype(dtype), threads, planner)
+        else:
+            cls = _RealPlan if kind == "real" else _ComplexPlan
+            plan = cls(tuple(shape), np.dtype(dtype), axes, threads, planner)
         if planner != "FFTW_ESTIMATE":
             _save_wisdom()
         _plans[key] = plan
@@ -542,6 +703,15 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
     dtype = _real_dtype(x)
     if x.dtype.kind != "f":
         x = x.astype(dtype)
+    if (
+        spectrum is None
+        and x.ndim == 3
+        and x.size >= _FUSED_MIN_VOXELS
+        and getattr(kernel, "shape", None) == half_shape(shape)
+    ):
+        plan = _get_plan("fused", shape, dtype, (0, 1, 2))
+        with plan.lock:
+            return plan.filter(x, kernel, mask)
     plan = _get_plan("real", shape, dtype, tuple(range(len(shape))))
     with plan.lock:
         if spectrum is None:
@@ -616,9 +786,140 @@ def _cupy_real_plans(shape, dtype):
     return plans
 
 
+_CALLBACK_SOURCE = r"""
+#include <cufftXt.h>
+struct mrirecon_params { const float* kernel; const unsigned char* mask; float scale; };
+
+__device__ cufftReal mrirecon_load_masked(void* in, unsigned long long i, void* info, void* smem) {
+    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
+    const cufftReal v = static_cast<const cufftReal*>(in)[i];
+    return (p->mask == 0 || p->mask[i]) ? v : 0.0f;
+}
+
+__device__ cufftComplex mrirecon_load_filtered(void* in, unsigned long long i, void* info, void* smem) {
+    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
+    cufftComplex c = static_cast<const cufftComplex*>(in)[i];
+    const float k = p->kernel[i] * p->scale;
+    c.x *= k;
+    c.y *= k;
+    return c;
+}
+
+__device__ void mrirecon_store_masked(void* out, unsigned long long i, cufftReal v, void* info, void* smem) {
+    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
+    static_cast<cufftReal*>(out)[i] = (p->mask == 0 || p->mask[i]) ? v : 0.0f;
+}
+"""
+
+
+def _callbacks_enabled() -> bool:
+    return os.environ.get("MRIRECON_CUFFT_CALLBACKS", "1").strip() not in ("0", "false", "no")
+
+
+def _cupy_callback_plans(shape):
+    """float32 (r2c, c2r, params) cuFFT plans with the mask, kernel and 1/N in JIT callbacks, or None.
+
+    The r2c plan masks its input as it loads it; the c2r plan multiplies by the
+    scaled kernel as it loads the half spectrum and masks as it stores. The
+    kernel and mask addresses and the scale are read from a small device
+    buffer (``params``) written before each use, so one pair of plans serves
+    every kernel and mask of this shape. Needs CuPy with cuFFT JIT (LTO)
+    callbacks (CuPy >= 14 with CUDA >= 12.6); None where that is missing.
+    """
+    import cupy
+
+    key = ("callbacks", tuple(shape), cupy.cuda.Device().id)
+    with _lock:
+        hit = _cupy_plans.get(key, False)
+        if hit is not False:
+            _cupy_plans.move_to_end(key)
+            return hit
+    try:
+        import cupyx.scipy.fft as cfft
+
+        params = cupy.zeros(3, dtype=np.uint64)
+        real = cupy.empty(shape, dtype=np.float32)
+        spec = cupy.empty(half_shape(shape), dtype=np.complex64)
+        common = {"cb_ver": "jit"}
+        with cupy.fft.config.set_cufft_callbacks(
+            cb_load=_CALLBACK_SOURCE, cb_load_name="mrirecon_load_masked", cb_load_data=params.data, **common
+        ):
+            r2c = cfft.get_fft_plan(real, value_type="R2C")
+        with cupy.fft.config.set_cufft_callbacks(
+            cb_load=_CALLBACK_SOURCE,
+            cb_load_name="mrirecon_load_filtered",
+            cb_load_data=params.data,
+            cb_store=_CALLBACK_SOURCE,
+            cb_store_name="mrirecon_store_masked",
+            cb_store_data=params.data,
+            **common,
+        ):
+            c2r = cfft.get_fft_plan(spec, shape=tuple(shape), value_type="C2R")
+        plans = (r2c, c2r, params)
+    except Exception as exc:  # pragma: no cover - depends on CuPy/CUDA versions
+        warnings.warn(
+            f"cuFFT callbacks unavailable ({type(exc).__name__}: {exc}); using separate kernels",
+            stacklevel=3,
+        )
+        plans = None
+    with _lock:
+        _cupy_plans[key] = plans
+        while len(_cupy_plans) > _MAX_CACHED_PLANS:
+            _cupy_plans.popitem(last=False)
+    return plans
+
+
+def gpu_filter_path(shape=None) -> str:
+    """Which GPU path :func:`real_filter` takes: ``"callbacks"``, ``"kernels"`` or ``"cupyx"``.
+
+    ``callbacks``: mask, kernel and 1/N inside the cuFFT plans (two launches
+    of cuFFT and nothing else); ``kernels``: cached cuFFT plans plus fused
+    element-wise kernels; ``cupyx``: :mod:`cupyx.scipy.fft` (a fallback).
+    """
+    shape = tuple(shape or (16, 16, 16))
+    if _callbacks_enabled() and len(shape) == 3 and _cupy_callback_plans(shape) is not None:
+        return "callbacks"
+    return "kernels" if _cupy_real_plans(shape, np.float32) is not None else "cupyx"
+
+
+def _cupy_callback_filter(x, kernel, mask, plans):
+    import cupy
+    from cupy.cuda import cufft
+
+    r2c, c2r, params = plans
+    shape = tuple(x.shape)
+    scale = np.float32(1.0 / float(np.prod(shape)))
+    x = cupy.ascontiguousarray(x)
+    kernel = cupy.ascontiguousarray(kernel)
+    if mask is not None:
+        mask = cupy.ascontiguousarray(mask.astype(bool, copy=False))
+    host = np.array(
+        [kernel.data.ptr, 0 if mask is None else mask.data.ptr, int(scale.view(np.uint32))], dtype=np.uint64
+    )
+    with _lock:  # one params buffer per plan pair: fill, then queue both transforms
+        params.set(host)
+        spec = cupy.empty(half_shape(shape), dtype=np.complex64)
+        r2c.fft(x, spec, cufft.CUFFT_FORWARD)
+        out = cupy.empty(shape, dtype=np.float32)
+        c2r.fft(spec, out, cufft.CUFFT_INVERSE)
+    return out
+
+
 def _cupy_real_filter(x, kernel, mask, spectrum):
     import cupy
     from cupy.cuda import cufft
+
+    if (
+        spectrum is None
+        and x.ndim == 3
+        and x.dtype == np.float32
+        and kernel.dtype == np.float32
+        and tuple(kernel.shape) == half_shape(x.shape)
+        and _callbacks_enabled()
+    ):
+        plans = _cupy_callback_plans(tuple(x.shape))
+        if plans is not None:
+            return _cupy_callback_filter(x, kernel, mask, plans)
 
     shape = tuple(x.shape)
     dtype = _real_dtype(x)

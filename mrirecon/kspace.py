@@ -33,8 +33,27 @@ __all__ = [
 _CACHE_SIZE = 8
 
 
+def _hashable(value):
+    """``value`` if it is a number or a flat tuple/list of numbers (a cache key), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) for a in value
+    ):
+        return tuple(value)
+    return None
+
+
 def normalize_voxel_size(voxel_size_mm, ndim: int = 3) -> tuple[float, ...]:
     """Voxel size as a tuple of ``ndim`` positive floats (a scalar is repeated)."""
+    key = _hashable(voxel_size_mm)
+    if key is not None:
+        return _normalize_voxel_size(key, ndim)
+    return _normalize_voxel_size.__wrapped__(voxel_size_mm, ndim)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalize_voxel_size(voxel_size_mm, ndim):
     v = np.atleast_1d(np.asarray(voxel_size_mm, dtype=float))
     if v.size == 1:
         v = np.repeat(v, ndim)
@@ -47,6 +66,14 @@ def normalize_voxel_size(voxel_size_mm, ndim: int = 3) -> tuple[float, ...]:
 
 def normalize_direction(b0_dir) -> tuple[float, float, float]:
     """B0 direction as a unit 3-vector in voxel axes."""
+    key = _hashable(b0_dir)
+    if key is not None:
+        return _normalize_direction(key)
+    return _normalize_direction.__wrapped__(b0_dir)
+
+
+@functools.lru_cache(maxsize=64)
+def _normalize_direction(b0_dir):
     b = np.asarray(b0_dir, dtype=float).reshape(-1)
     norm = float(np.linalg.norm(b)) if b.shape == (3,) else 0.0
     if b.shape != (3,) or not np.isfinite(norm) or norm < 1e-12:

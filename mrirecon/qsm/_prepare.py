@@ -99,6 +99,8 @@ def padded_shape(shape, pad) -> tuple[int, ...]:
     """Shape after adding ``pad`` voxels per axis, rounded up to FFT-friendly sizes."""
     from ..fft import next_fast_len
 
+    if isinstance(pad, int) and not isinstance(pad, bool) and pad == 0:
+        return tuple(shape)
     p = np.atleast_1d(np.asarray(pad))
     if p.size == 1:
         p = np.repeat(p, len(shape))
