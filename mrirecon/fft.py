@@ -747,6 +747,9 @@ def _cupy_kernels():
             "mul_new": cupy.ElementwiseKernel(
                 "C a, R k, R s", "C y", "y = a * (k * s)", "mrirecon_spec_mul2"
             ),
+            "centre": cupy.ElementwiseKernel(
+                "T mean, bool m", "T y", "y = m ? y - mean : (T)0", "mrirecon_centre"
+            ),
         }
         _state["cupy_kernels"] = k
     return k
@@ -786,140 +789,9 @@ def _cupy_real_plans(shape, dtype):
     return plans
 
 
-_CALLBACK_SOURCE = r"""
-#include <cufftXt.h>
-struct mrirecon_params { const float* kernel; const unsigned char* mask; float scale; };
-
-__device__ cufftReal mrirecon_load_masked(void* in, unsigned long long i, void* info, void* smem) {
-    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
-    const cufftReal v = static_cast<const cufftReal*>(in)[i];
-    return (p->mask == 0 || p->mask[i]) ? v : 0.0f;
-}
-
-__device__ cufftComplex mrirecon_load_filtered(void* in, unsigned long long i, void* info, void* smem) {
-    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
-    cufftComplex c = static_cast<const cufftComplex*>(in)[i];
-    const float k = p->kernel[i] * p->scale;
-    c.x *= k;
-    c.y *= k;
-    return c;
-}
-
-__device__ void mrirecon_store_masked(void* out, unsigned long long i, cufftReal v, void* info, void* smem) {
-    const mrirecon_params* p = static_cast<const mrirecon_params*>(info);
-    static_cast<cufftReal*>(out)[i] = (p->mask == 0 || p->mask[i]) ? v : 0.0f;
-}
-"""
-
-
-def _callbacks_enabled() -> bool:
-    return os.environ.get("MRIRECON_CUFFT_CALLBACKS", "1").strip() not in ("0", "false", "no")
-
-
-def _cupy_callback_plans(shape):
-    """float32 (r2c, c2r, params) cuFFT plans with the mask, kernel and 1/N in JIT callbacks, or None.
-
-    The r2c plan masks its input as it loads it; the c2r plan multiplies by the
-    scaled kernel as it loads the half spectrum and masks as it stores. The
-    kernel and mask addresses and the scale are read from a small device
-    buffer (``params``) written before each use, so one pair of plans serves
-    every kernel and mask of this shape. Needs CuPy with cuFFT JIT (LTO)
-    callbacks (CuPy >= 14 with CUDA >= 12.6); None where that is missing.
-    """
-    import cupy
-
-    key = ("callbacks", tuple(shape), cupy.cuda.Device().id)
-    with _lock:
-        hit = _cupy_plans.get(key, False)
-        if hit is not False:
-            _cupy_plans.move_to_end(key)
-            return hit
-    try:
-        import cupyx.scipy.fft as cfft
-
-        params = cupy.zeros(3, dtype=np.uint64)
-        real = cupy.empty(shape, dtype=np.float32)
-        spec = cupy.empty(half_shape(shape), dtype=np.complex64)
-        common = {"cb_ver": "jit"}
-        with cupy.fft.config.set_cufft_callbacks(
-            cb_load=_CALLBACK_SOURCE, cb_load_name="mrirecon_load_masked", cb_load_data=params.data, **common
-        ):
-            r2c = cfft.get_fft_plan(real, value_type="R2C")
-        with cupy.fft.config.set_cufft_callbacks(
-            cb_load=_CALLBACK_SOURCE,
-            cb_load_name="mrirecon_load_filtered",
-            cb_load_data=params.data,
-            cb_store=_CALLBACK_SOURCE,
-            cb_store_name="mrirecon_store_masked",
-            cb_store_data=params.data,
-            **common,
-        ):
-            c2r = cfft.get_fft_plan(spec, shape=tuple(shape), value_type="C2R")
-        plans = (r2c, c2r, params)
-    except Exception as exc:  # pragma: no cover - depends on CuPy/CUDA versions
-        warnings.warn(
-            f"cuFFT callbacks unavailable ({type(exc).__name__}: {exc}); using separate kernels",
-            stacklevel=3,
-        )
-        plans = None
-    with _lock:
-        _cupy_plans[key] = plans
-        while len(_cupy_plans) > _MAX_CACHED_PLANS:
-            _cupy_plans.popitem(last=False)
-    return plans
-
-
-def gpu_filter_path(shape=None) -> str:
-    """Which GPU path :func:`real_filter` takes: ``"callbacks"``, ``"kernels"`` or ``"cupyx"``.
-
-    ``callbacks``: mask, kernel and 1/N inside the cuFFT plans (two launches
-    of cuFFT and nothing else); ``kernels``: cached cuFFT plans plus fused
-    element-wise kernels; ``cupyx``: :mod:`cupyx.scipy.fft` (a fallback).
-    """
-    shape = tuple(shape or (16, 16, 16))
-    if _callbacks_enabled() and len(shape) == 3 and _cupy_callback_plans(shape) is not None:
-        return "callbacks"
-    return "kernels" if _cupy_real_plans(shape, np.float32) is not None else "cupyx"
-
-
-def _cupy_callback_filter(x, kernel, mask, plans):
-    import cupy
-    from cupy.cuda import cufft
-
-    r2c, c2r, params = plans
-    shape = tuple(x.shape)
-    scale = np.float32(1.0 / float(np.prod(shape)))
-    x = cupy.ascontiguousarray(x)
-    kernel = cupy.ascontiguousarray(kernel)
-    if mask is not None:
-        mask = cupy.ascontiguousarray(mask.astype(bool, copy=False))
-    host = np.array(
-        [kernel.data.ptr, 0 if mask is None else mask.data.ptr, int(scale.view(np.uint32))], dtype=np.uint64
-    )
-    with _lock:  # one params buffer per plan pair: fill, then queue both transforms
-        params.set(host)
-        spec = cupy.empty(half_shape(shape), dtype=np.complex64)
-        r2c.fft(x, spec, cufft.CUFFT_FORWARD)
-        out = cupy.empty(shape, dtype=np.float32)
-        c2r.fft(spec, out, cufft.CUFFT_INVERSE)
-    return out
-
-
 def _cupy_real_filter(x, kernel, mask, spectrum):
     import cupy
     from cupy.cuda import cufft
-
-    if (
-        spectrum is None
-        and x.ndim == 3
-        and x.dtype == np.float32
-        and kernel.dtype == np.float32
-        and tuple(kernel.shape) == half_shape(x.shape)
-        and _callbacks_enabled()
-    ):
-        plans = _cupy_callback_plans(tuple(x.shape))
-        if plans is not None:
-            return _cupy_callback_filter(x, kernel, mask, plans)
 
     shape = tuple(x.shape)
     dtype = _real_dtype(x)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeMismatchError
+from .errors import InvalidParameterError, ShapeMismatchError
 from .fft import get_array_module, real_filter
 from .kspace import dipole_kernel, normalize_direction, normalize_voxel_size, xp_name
 
@@ -117,6 +117,10 @@ class Dipole(Operator):
     voxel_size_mm, b0_dir
         As in :func:`mrirecon.kspace.dipole_kernel`.
     dtype : float32 or float64
+    xp : ``"numpy"`` or ``"cupy"`` (or the module)
+        Array module of :attr:`kernel`, built now. The operator also takes
+        arrays of the other module: their kernel is built (once, on their
+        device) at the first call.
 
     Notes
     -----
@@ -130,25 +134,34 @@ class Dipole(Operator):
         super().__init__(shape, shape, dtype)
         self.voxel_size_mm = normalize_voxel_size(voxel_size_mm)
         self.b0_dir = normalize_direction(b0_dir)
-        self.kernel = dipole_kernel(
-            shape,
-            voxel_size_mm=self.voxel_size_mm,
-            b0_dir=self.b0_dir,
-            half=True,
-            dtype=dtype,
-            xp=xp_name(xp),
-        )
-        self.kernel_sq = self.kernel * self.kernel
-        if isinstance(self.kernel_sq, np.ndarray):
-            self.kernel_sq.setflags(write=False)
+        self._kernels = {}
+        self.kernel, self.kernel_sq = self._kernels_for(xp_name(xp))
+
+    def _kernels_for(self, name):
+        """``(D, D²)`` in the half-spectrum layout, on module ``name`` (built at the first use)."""
+        hit = self._kernels.get(name)
+        if hit is None:
+            d = dipole_kernel(
+                self.shape_in,
+                voxel_size_mm=self.voxel_size_mm,
+                b0_dir=self.b0_dir,
+                half=True,
+                dtype=self.dtype,
+                xp=name,
+            )
+            d2 = d * d
+            if isinstance(d2, np.ndarray):
+                d2.setflags(write=False)
+            hit = self._kernels[name] = (d, d2)
+        return hit
 
     def _forward(self, x):
-        return real_filter(x, self.kernel)
+        return real_filter(x, self._kernels_for(get_array_module(x).__name__)[0])
 
     _adjoint = _forward
 
     def _normal(self, x):
-        return real_filter(x, self.kernel_sq)
+        return real_filter(x, self._kernels_for(get_array_module(x).__name__)[1])
 
 
 class Gradient(Operator):
@@ -196,7 +209,11 @@ class Gradient(Operator):
 
 
 class Diagonal(Operator):
-    """Voxel-wise multiplication by real ``weights`` (a mask, magnitude or noise weights); self-adjoint."""
+    """Voxel-wise multiplication by real ``weights`` (a mask, magnitude or noise weights); self-adjoint.
+
+    The operator works on arrays of the weights' module (NumPy or CuPy); an
+    array of the other module raises rather than being copied.
+    """
 
     def __init__(self, weights, dtype=None):
         xp = get_array_module(weights)
@@ -209,10 +226,20 @@ class Diagonal(Operator):
         super().__init__(weights.shape, weights.shape, dtype)
         self.weights = weights.astype(dtype, copy=False)
 
+    def _same_module(self, x):
+        if get_array_module(x) is not get_array_module(self.weights):
+            raise InvalidParameterError(
+                f"Diagonal: the weights are a {get_array_module(self.weights).__name__} array but the "
+                f"input is a {get_array_module(x).__name__} array; build the operator from weights on "
+                "the input's device (mrirecon.device.to_device)"
+            )
+
     def _forward(self, x):
+        self._same_module(x)
         return x * self.weights
 
     _adjoint = _forward
 
     def _normal(self, x):
+        self._same_module(x)
         return x * (self.weights * self.weights)

@@ -1,13 +1,15 @@
 """Generic iterative solvers: conjugate gradients, nonlinear CG, and the callbacks they share.
 
 Every solver takes its problem as callables on arrays (NumPy or CuPy, the
-solver never looks inside), keyword-only ``x0``, ``max_iter``, ``tol`` and
-``callback``, and returns a :class:`SolverResult`. A callback is called after
-every iteration as ``callback(iteration, x, info)`` with ``info`` a dict of
-what the solver knows (``residual``, ``objective`` where it has one); it may
-return True to stop early. :class:`History` records objective, error against a
-reference and wall time per iteration (for convergence plots);
-:class:`ProgressBar` drives a tqdm bar.
+solver never looks inside: the iterates live in the module of ``rhs`` or
+``x0``, and only scalars such as inner products come back to the host),
+keyword-only ``x0``, ``max_iter``, ``tol`` and ``callback``, and returns a
+:class:`SolverResult`. A callback is called after every iteration as
+``callback(iteration, x, info)`` with ``info`` a dict of what the solver knows
+(``residual``, ``objective`` where it has one); it may return True to stop
+early. :class:`History` records objective, error against a reference and wall
+time per iteration (for convergence plots); :class:`ProgressBar` drives a tqdm
+bar.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .device import get_array_module
 from .errors import InvalidParameterError
-from .fft import get_array_module
 
 __all__ = ["History", "ProgressBar", "SolverResult", "cg", "chain", "dot_real", "nlcg", "norm"]
 
@@ -63,6 +65,7 @@ def dot_real(a, b) -> float:
     xp = get_array_module(a)
     a, b = a.reshape(-1), b.reshape(-1)
     if xp is not np:
+        # cuBLAS dot (conjugating a): one reduction on the device, one scalar back
         return float(xp.vdot(a, b).real)
     if np.iscomplexobj(a) or np.iscomplexobj(b):
         return float(np.einsum("i,i->", np.conj(a), b).real)
@@ -96,6 +99,11 @@ def cg(normal, rhs, *, x0=None, max_iter=100, tol=1e-6, callback=None) -> Solver
     """
     _check_common(max_iter, tol)
     xp = get_array_module(rhs)
+    if x0 is not None and get_array_module(x0) is not xp:
+        raise InvalidParameterError(
+            f"x0 is a {get_array_module(x0).__name__} array but rhs is a {xp.__name__} array; "
+            "move one with mrirecon.device.to_device"
+        )
     x = xp.zeros_like(rhs) if x0 is None else x0.astype(rhs.dtype, copy=True)
     r = rhs - normal(x) if x0 is not None else rhs.copy()
     bnorm = norm(rhs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .device import get_array_module
+
 __all__ = ["dot_test"]
 
 
@@ -15,7 +17,7 @@ def _random(rng, shape, dtype):
     return x.astype(dtype)
 
 
-def dot_test(op, *, seed=0, rtol=None, dtype=None) -> float:
+def dot_test(op, *, seed=0, rtol=None, dtype=None, xp=None) -> float:
     """Check ``<A x, y> == <x, Aᴴ y>`` and ``normal(x) == Aᴴ A x`` on random vectors.
 
     Parameters
@@ -27,6 +29,11 @@ def dot_test(op, *, seed=0, rtol=None, dtype=None) -> float:
         double precision).
     dtype : dtype, optional
         Precision of the random vectors (default ``op.dtype``).
+    xp : module, optional
+        Array module to test the operator on (:mod:`numpy`, the default, or
+        :mod:`cupy`). The random vectors are drawn with NumPy (the same
+        numbers on both) and moved to ``xp``; the operator's results must come
+        back in ``xp``.
 
     Returns
     -------
@@ -36,27 +43,34 @@ def dot_test(op, *, seed=0, rtol=None, dtype=None) -> float:
     Raises
     ------
     AssertionError
-        If either identity fails by more than ``rtol``.
+        If either identity fails by more than ``rtol``, or a result is not an
+        array of ``xp``.
     """
+    xp = np if xp is None else xp
     dtype = np.dtype(dtype or op.dtype)
     if rtol is None:
         rtol = 1e-4 if dtype in (np.float32, np.complex64) else 1e-10
     rng = np.random.default_rng(seed)
-    x = _random(rng, op.shape_in, dtype)
-    y = _random(rng, op.shape_out, dtype)
+    x = xp.asarray(_random(rng, op.shape_in, dtype))
+    y = xp.asarray(_random(rng, op.shape_out, dtype))
     ax = op.forward(x)
     aty = op.adjoint(y)
-    lhs = np.vdot(y.astype(np.complex128), ax.astype(np.complex128))
-    rhs = np.vdot(aty.astype(np.complex128), x.astype(np.complex128))
-    scale = np.linalg.norm(ax) * np.linalg.norm(y) + np.linalg.norm(aty) * np.linalg.norm(x)
-    err = float(abs(lhs - rhs) / scale)
+    n1 = op.normal(x)
+    for what, r in (("forward", ax), ("adjoint", aty), ("normal", n1)):
+        if get_array_module(r) is not xp:
+            raise AssertionError(
+                f"{op!r}: {what} returned a {type(r).__module__}.{type(r).__name__} for {xp.__name__} input"
+            )
+    lhs = complex(xp.vdot(y.astype(np.complex128), ax.astype(np.complex128)))
+    rhs = complex(xp.vdot(aty.astype(np.complex128), x.astype(np.complex128)))
+    scale = float(xp.linalg.norm(ax) * xp.linalg.norm(y) + xp.linalg.norm(aty) * xp.linalg.norm(x))
+    err = abs(lhs - rhs) / scale
     if err > rtol:
         raise AssertionError(
             f"{op!r}: <Ax, y> = {lhs} but <x, A^H y> = {rhs} (relative {err:.2e} > {rtol:.0e})"
         )
-    n1 = op.normal(x)
     n2 = op.adjoint(ax)
-    nerr = float(np.linalg.norm(n1 - n2) / max(np.linalg.norm(n2), np.finfo(float).tiny))
+    nerr = float(xp.linalg.norm(n1 - n2)) / max(float(xp.linalg.norm(n2)), np.finfo(float).tiny)
     if nerr > rtol * 10:
         raise AssertionError(f"{op!r}: normal(x) differs from adjoint(forward(x)) by {nerr:.2e}")
     return err

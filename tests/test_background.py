@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
 from mrirecon.phantoms import head_phantom, simulate_field
 from mrirecon.qsm.background import BackgroundResult, default_radii_mm, pdf, sharp, smv_kernel, vsharp
@@ -67,10 +68,17 @@ LOCAL_LIMIT = {"sharp": 0.25, "vsharp": 0.36, "pdf": 0.35}
 
 
 # ---------------------------------------------------------------- the scene
-@pytest.mark.parametrize("name", list(METHODS))
-def test_removes_a_pure_background_field(scene, name):
-    res = METHODS[name](scene["background"], scene["mask"], scene["vox"])
+def _run(name, field, mask, vox, xp, assert_on):
+    """A method on ``xp`` arrays; the result checked to be on ``xp`` and returned as NumPy arrays."""
+    res = METHODS[name](xp.asarray(field), xp.asarray(mask), vox)
     assert isinstance(res, BackgroundResult)
+    assert_on(res.local_field, res.mask)
+    return BackgroundResult(to_numpy(res.local_field), to_numpy(res.mask))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_removes_a_pure_background_field(scene, name, xp, assert_on):
+    res = _run(name, scene["background"], scene["mask"], scene["vox"], xp, assert_on)
     m = res.mask
     assert m.dtype == bool and m.shape == (N, N, N) and m.any()
     assert not (m & ~scene["mask"]).any()
@@ -81,32 +89,53 @@ def test_removes_a_pure_background_field(scene, name):
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_recovers_the_local_field(scene, name):
+def test_recovers_the_local_field(scene, name, xp, assert_on):
     total = scene["background"] + scene["local"]
-    res = METHODS[name](total, scene["mask"], scene["vox"])
+    res = _run(name, total, scene["mask"], scene["vox"], xp, assert_on)
     m = res.mask
     nrmse = _rms(res.local_field - scene["local"], m) / _rms(scene["local"], m)
     assert nrmse < LOCAL_LIMIT[name], nrmse
 
 
-def test_mask_sizes(scene):
+def test_mask_sizes(scene, xp, assert_on):
     mask, vox = scene["mask"], scene["vox"]
-    e_sharp = sharp(scene["background"], mask, voxel_size_mm=vox, radius_mm=SHARP_RADIUS_MM).mask
-    e_vsharp = vsharp(scene["background"], mask, voxel_size_mm=vox).mask
+    bg, md = xp.asarray(scene["background"]), xp.asarray(mask)
+    e_sharp = sharp(bg, md, voxel_size_mm=vox, radius_mm=SHARP_RADIUS_MM).mask
+    e_vsharp = vsharp(bg, md, voxel_size_mm=vox).mask
+    assert_on(e_sharp, e_vsharp)
+    e_sharp, e_vsharp = to_numpy(e_sharp), to_numpy(e_vsharp)
     assert e_sharp.sum() < e_vsharp.sum() < mask.sum()
     # V-SHARP keeps the mask eroded by its smallest ball (one voxel, 3 mm)
     assert default_radii_mm(vox)[-1] == 3.0
     np.testing.assert_array_equal(e_vsharp, _scipy_erosion(mask, vox, 3.0))
 
 
-def test_values_outside_the_mask_are_ignored(scene):
+def test_values_outside_the_mask_are_ignored(scene, xp, assert_on):
     mask, vox = scene["mask"], scene["vox"]
     f = scene["background"] + scene["local"]
     g = np.where(mask, f, np.nan).astype(np.float32)
     for name in ("sharp", "vsharp"):
-        a = METHODS[name](f, mask, vox).local_field
-        b = METHODS[name](g, mask, vox).local_field
+        a = _run(name, f, mask, vox, xp, assert_on).local_field
+        b = _run(name, g, mask, vox, xp, assert_on).local_field
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_a_numpy_mask_goes_with_cupy_fields_but_not_the_reverse(xp, assert_on):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    shape = (20, 20, 20)
+    mask = _ellipsoid(shape, (7, 7, 7))
+    f = _random_fields(shape, 7)[0]
+    res = sharp(xp.asarray(f), mask, radius_mm=2.0)  # the (small, boolean) mask is moved once
+    assert_on(res.local_field, res.mask)
+    host = sharp(f, mask, radius_mm=2.0).local_field
+    # float32 FFTs on two libraries, then a deconvolution that amplifies rounding up to 1/threshold
+    assert np.linalg.norm(to_numpy(res.local_field) - host) <= 1e-4 * np.linalg.norm(host)
+    with pytest.raises(InvalidParameterError, match="mask is a CuPy array"):
+        sharp(f, xp.asarray(mask), radius_mm=2.0)
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        pdf(xp.asarray(f), mask, weights=np.ones(shape), max_iter=2, pad=0)
 
 
 # ---------------------------------------------------------------- linearity
@@ -129,39 +158,47 @@ def _ellipsoid(shape, semi):
     ],
     ids=["sharp", "vsharp"],
 )
-def test_sharp_methods_are_linear(method):
+def test_sharp_methods_are_linear(method, xp, assert_on):
     shape = (40, 36, 32)
-    mask = _ellipsoid(shape, (15, 13, 11))
-    f1, f2 = _random_fields(shape, 3)
+    mask = xp.asarray(_ellipsoid(shape, (15, 13, 11)))
+    f1, f2 = (xp.asarray(f) for f in _random_fields(shape, 3))
     a, b = 1.7, -0.6
     lhs = method(a * f1 + b * f2, mask).local_field
-    rhs = a * method(f1, mask).local_field + b * method(f2, mask).local_field
+    assert_on(lhs)
+    lhs = to_numpy(lhs)
+    rhs = a * to_numpy(method(f1, mask).local_field) + b * to_numpy(method(f2, mask).local_field)
     assert np.linalg.norm(lhs - rhs) <= 1e-5 * np.linalg.norm(rhs)
 
 
-def test_pdf_is_homogeneous_and_float64_stays_float64():
+def test_pdf_is_homogeneous_and_float64_stays_float64(xp, assert_on):
     shape = (32, 30, 28)
     mask = _ellipsoid(shape, (10, 9, 8))
-    f1 = _random_fields(shape, 4)[0].astype(np.float64)
-    r1 = pdf(f1, mask, max_iter=15, pad=8)
-    r2 = pdf(3.0 * f1, mask, max_iter=15, pad=8)
+    md = xp.asarray(mask)
+    f1 = xp.asarray(_random_fields(shape, 4)[0].astype(np.float64))
+    r1 = pdf(f1, md, max_iter=15, pad=8)
+    r2 = pdf(3.0 * f1, md, max_iter=15, pad=8)
+    assert_on(r1.local_field, r1.mask, r2.local_field)
     assert r1.local_field.dtype == np.float64
-    assert np.linalg.norm(r2.local_field - 3.0 * r1.local_field) <= 1e-10 * np.linalg.norm(r2.local_field)
+    l1, l2 = to_numpy(r1.local_field), to_numpy(r2.local_field)
+    assert np.linalg.norm(l2 - 3.0 * l1) <= 1e-10 * np.linalg.norm(l2)
     # W = 1 is the same as no weights
-    r3 = pdf(f1, mask, max_iter=15, pad=8, weights=np.ones(shape))
-    np.testing.assert_allclose(r3.local_field, r1.local_field, rtol=0, atol=1e-12)
-    assert r1.mask is not None and np.array_equal(r1.mask, mask)
+    r3 = pdf(f1, md, max_iter=15, pad=8, weights=xp.ones(shape))
+    assert_on(r3.local_field)
+    np.testing.assert_allclose(to_numpy(r3.local_field), l1, rtol=0, atol=1e-12)
+    assert r1.mask is not None and np.array_equal(to_numpy(r1.mask), mask)
 
 
-def test_float64_sharp():
+def test_float64_sharp(xp, assert_on):
     shape = (24, 24, 24)
-    mask = _ellipsoid(shape, (9, 9, 9))
+    mask = xp.asarray(_ellipsoid(shape, (9, 9, 9)))
     f = _random_fields(shape, 5)[0].astype(np.float64)
-    r64 = sharp(f, mask, radius_mm=3.0)
-    r32 = sharp(f.astype(np.float32), mask, radius_mm=3.0)
+    r64 = sharp(xp.asarray(f), mask, radius_mm=3.0)
+    r32 = sharp(xp.asarray(f.astype(np.float32)), mask, radius_mm=3.0)
+    assert_on(r64.local_field, r32.local_field)
     assert r64.local_field.dtype == np.float64 and r32.local_field.dtype == np.float32
-    np.testing.assert_array_equal(r64.mask, r32.mask)
-    assert np.linalg.norm(r64.local_field - r32.local_field) <= 1e-5 * np.linalg.norm(r64.local_field)
+    np.testing.assert_array_equal(to_numpy(r64.mask), to_numpy(r32.mask))
+    l64, l32 = to_numpy(r64.local_field), to_numpy(r32.local_field)
+    assert np.linalg.norm(l64 - l32) <= 1e-5 * np.linalg.norm(l64)
 
 
 # ---------------------------------------------------------------- the kernel
@@ -169,10 +206,16 @@ def test_float64_sharp():
     ("shape", "vox", "radius"),
     [((32, 32, 32), (1.0, 1.0, 1.0), 5.0), ((31, 28, 20), (1.0, 1.2, 2.0), 4.0)],
 )
-def test_smv_kernel(shape, vox, radius):
-    s = smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius)
+def test_smv_kernel(shape, vox, radius, xp, assert_on):
+    s_dev = smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius, xp=xp)
+    assert_on(s_dev)
+    assert smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius, xp=xp) is s_dev  # cached on xp too
+    s = to_numpy(s_dev)
+    if xp is np:
+        np.testing.assert_array_equal(s, smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius))
+        s = smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius)
+        assert not s.flags.writeable
     assert s.dtype == np.float32 and s.shape == (shape[0], shape[1], shape[2] // 2 + 1)
-    assert not s.flags.writeable
     assert s[0, 0, 0] == pytest.approx(1.0, abs=1e-6)
     assert np.all(np.abs(s) <= 1 + 1e-6)
     ball = np.fft.irfftn(s.astype(np.float64), shape, axes=(0, 1, 2))
@@ -182,12 +225,14 @@ def test_smv_kernel(shape, vox, radius):
     r2 = offsets[0][:, None, None] ** 2 + offsets[1][None, :, None] ** 2 + offsets[2][None, None, :] ** 2
     inside = r2 <= radius**2 * (1 + 1e-9)
     np.testing.assert_allclose(ball, inside / inside.sum(), atol=1e-6)
-    # cached: the same object again, also through equivalent arguments
-    assert smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius) is s
-    assert smv_kernel(list(shape), voxel_size_mm=np.array(vox), radius_mm=int(radius)) is s
-    s64 = smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius, dtype=np.float64)
+    if xp is np:
+        # cached: the same object again, also through equivalent arguments
+        assert smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius) is s
+        assert smv_kernel(list(shape), voxel_size_mm=np.array(vox), radius_mm=int(radius)) is s
+    s64 = smv_kernel(shape, voxel_size_mm=vox, radius_mm=radius, dtype=np.float64, xp=xp)
+    assert_on(s64)
     assert s64.dtype == np.float64
-    np.testing.assert_allclose(s64, s, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(s64), s, atol=1e-6)
 
 
 # ---------------------------------------------------------------- erosion
@@ -203,16 +248,18 @@ def _scipy_erosion(mask, vox, radius):
     ("vox", "radius"),
     [((1.0, 1.0, 1.0), 4.0), ((1.0, 1.0, 1.0), 6.0), ((1.0, 1.2, 2.0), 4.0), ((0.8, 0.8, 1.5), 3.1)],
 )
-def test_sharp_mask_is_the_erosion_by_the_ball(vox, radius):
+def test_sharp_mask_is_the_erosion_by_the_ball(vox, radius, xp, assert_on):
     shape = (40, 36, 30)
     rng = np.random.default_rng(6)
     mask = _ellipsoid(shape, (16, 14, 12))
     mask[rng.random(shape) < 0.01] = False  # holes: the erosion must grow around them
     mask[:, :, -2:] = True  # touches the grid border: no wrap-around allowed
     field = rng.standard_normal(shape).astype(np.float32)
-    res = sharp(field, mask, voxel_size_mm=vox, radius_mm=radius)
-    assert not (res.mask & ~mask).any()
-    np.testing.assert_array_equal(res.mask, _scipy_erosion(mask, vox, radius))
+    res = sharp(xp.asarray(field), xp.asarray(mask), voxel_size_mm=vox, radius_mm=radius)
+    assert_on(res.mask, res.local_field)
+    eroded = to_numpy(res.mask)
+    assert not (eroded & ~mask).any()
+    np.testing.assert_array_equal(eroded, _scipy_erosion(mask, vox, radius))
 
 
 def test_default_radii():

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.gpu
+
 cupy = pytest.importorskip("cupy")
 try:
     cupy.cuda.runtime.getDeviceCount()

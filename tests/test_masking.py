@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
-from mrirecon.qsm.masking import erode, mask_from_magnitude
+from mrirecon.qsm.masking import _otsu_any, _otsu_threshold, erode, mask_from_magnitude
 
 N = 40
 
@@ -35,9 +36,16 @@ def _eroded_truth(head):
     return ndimage.binary_erosion(head, structure=ndimage.generate_binary_structure(3, 1))
 
 
-def test_mask_otsu_fills_hole_and_matches_eroded_head():
+def _mask(xp, assert_on, image, **kw):
+    """:func:`mask_from_magnitude` on ``xp``, the result checked to be there and returned as NumPy."""
+    mask = mask_from_magnitude(xp.asarray(image), **kw)
+    assert_on(mask)
+    return to_numpy(mask)
+
+
+def test_mask_otsu_fills_hole_and_matches_eroded_head(xp, assert_on):
     image, head = _head()
-    mask = mask_from_magnitude(image)
+    mask = _mask(xp, assert_on, image)
     assert mask.dtype == bool and mask.shape == image.shape
     truth = _eroded_truth(head)
     assert _dice(mask, truth) > 0.98  # measured 1.0 (seeds 0-3: >= 0.99996)
@@ -45,28 +53,28 @@ def test_mask_otsu_fills_hole_and_matches_eroded_head():
     assert not mask[1:3, 1:3, 1:3].any()  # the speck is dropped
 
 
-def test_mask_threshold_fraction():
+def test_mask_threshold_fraction(xp, assert_on):
     image, head = _head(seed=1)
-    mask = mask_from_magnitude(image, threshold=0.5)
+    mask = _mask(xp, assert_on, image, threshold=0.5)
     assert _dice(mask, _eroded_truth(head)) > 0.98  # measured 1.0
 
 
-def test_mask_options():
+def test_mask_options(xp, assert_on):
     image, head = _head(seed=2)
-    raw = mask_from_magnitude(image, fill_holes=False, erode_voxels=0, largest_component=False)
+    raw = _mask(xp, assert_on, image, fill_holes=False, erode_voxels=0, largest_component=False)
     assert raw[1:3, 1:3, 1:3].all()  # speck kept
     assert not raw[N // 2 + 2, N // 2, N // 2]  # hole kept
-    filled = mask_from_magnitude(image, erode_voxels=0)
+    filled = _mask(xp, assert_on, image, erode_voxels=0)
     assert _dice(filled, head) > 0.98  # measured 1.0
-    two = mask_from_magnitude(image, erode_voxels=2)
-    assert np.count_nonzero(two) < np.count_nonzero(mask_from_magnitude(image)) < np.count_nonzero(filled)
+    two = _mask(xp, assert_on, image, erode_voxels=2)
+    assert np.count_nonzero(two) < np.count_nonzero(_mask(xp, assert_on, image)) < np.count_nonzero(filled)
     np.testing.assert_array_equal(two, erode(filled, radius_mm=2.0, voxel_size_mm=1.0))
 
 
-def test_mask_multi_echo_root_sum_of_squares():
+def test_mask_multi_echo_root_sum_of_squares(xp, assert_on):
     image, head = _head(seed=3)
     echoes = np.stack([image, 0.6 * image, 0.3 * image])
-    mask = mask_from_magnitude(echoes)
+    mask = _mask(xp, assert_on, echoes)
     assert mask.shape == image.shape
     assert _dice(mask, _eroded_truth(head)) > 0.98
 
@@ -97,30 +105,56 @@ def test_mask_errors():
         mask_from_magnitude(negative, threshold=0.5)
 
 
+def test_otsu_matches_scikit_image(xp):
+    # the device algorithm (_otsu_any), run here on NumPy too, is scikit-image's
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(6)
+    for dtype in (np.float32, np.float64):
+        for _ in range(5):
+            image = np.abs(rng.standard_normal((14, 15, 16)) + 3.0 * (rng.random((14, 15, 16)) > 0.6))
+            image = image.astype(dtype)
+            expected = float(threshold_otsu(image))
+            assert _otsu_any(image) == expected
+            got = _otsu_threshold(xp.asarray(image))
+            assert isinstance(got, float)
+            # CuPy's histogram may put a value on a bin edge into the neighbouring bin
+            width = (float(image.max()) - float(image.min())) / 256
+            assert abs(got - expected) <= (0 if xp is np else 1.01 * width)
+    assert _otsu_any(np.full((3, 3, 3), 2.5)) == 2.5
+
+
 @pytest.mark.parametrize(
     ("radius_mm", "voxel_size_mm"),
     [(1.0, (1.0, 1.0, 1.0)), (2.0, (1.0, 1.0, 1.0)), (1.5, (0.5, 0.5, 1.5)), (3.0, (1.0, 1.0, 2.0))],
 )
-def test_erode_equals_binary_erosion_with_ball(radius_mm, voxel_size_mm):
+def test_erode_equals_binary_erosion_with_ball(radius_mm, voxel_size_mm, xp, assert_on):
     rng = np.random.default_rng(4)
     mask = ndimage.gaussian_filter(rng.random((24, 25, 26)), 3) > 0.5
     half = [int(np.floor(radius_mm / v)) for v in voxel_size_mm]
     grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
     ball = sum((g * v) ** 2 for g, v in zip(grids, voxel_size_mm)) <= radius_mm**2
     expected = ndimage.binary_erosion(mask, structure=ball, border_value=0)
-    out = erode(mask, radius_mm=radius_mm, voxel_size_mm=voxel_size_mm)
+    out = erode(xp.asarray(mask), radius_mm=radius_mm, voxel_size_mm=voxel_size_mm)
+    assert_on(out)
     assert out.dtype == bool
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(to_numpy(out), expected)
 
 
-def test_erode_sphere_radius():
+def test_erode_sphere_radius(xp, assert_on):
     sphere = _ellipsoid((32, 32, 32), (16, 16, 16), (12, 12, 12))
-    out = erode(sphere, radius_mm=6.0, voxel_size_mm=2.0)  # 3 voxels
+    out = erode(xp.asarray(sphere), radius_mm=6.0, voxel_size_mm=2.0)  # 3 voxels
+    assert_on(out)
+    out = to_numpy(out)
     # digital balls: the eroded sphere of radius 12 holds the one of radius 9, within one voxel
     assert not (_ellipsoid((32, 32, 32), (16, 16, 16), (9, 9, 9)) & ~out).any()
     assert not (out & ~_ellipsoid((32, 32, 32), (16, 16, 16), (10, 10, 10))).any()
-    np.testing.assert_array_equal(erode(sphere, radius_mm=0.0, voxel_size_mm=1.0), sphere)
-    assert not erode(np.zeros((5, 5, 5), dtype=bool), radius_mm=1.0).any()
+    same = erode(xp.asarray(sphere), radius_mm=0.0, voxel_size_mm=1.0)
+    assert_on(same)
+    np.testing.assert_array_equal(to_numpy(same), sphere)
+    empty = erode(xp.zeros((5, 5, 5), dtype=bool), radius_mm=1.0)
+    assert_on(empty)
+    assert not to_numpy(empty).any()
 
 
 def test_erode_errors():

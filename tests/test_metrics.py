@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
-from mrirecon.metrics import hfen, nrmse, psnr, ssim
+from mrirecon.metrics import _ssim_map, hfen, nrmse, psnr, ssim
 
 
 @pytest.fixture(scope="module")
@@ -24,58 +24,73 @@ def mask():
     return (x - 15.5) ** 2 + (y - 15.5) ** 2 + (z - 15.5) ** 2 <= 13**2
 
 
-def test_nrmse_values(ref, mask):
-    assert nrmse(ref, ref) == 0.0
-    assert nrmse(0.9 * ref, ref, demean=False) == pytest.approx(10.0, rel=1e-5)
-    assert nrmse(0.9 * ref, ref, mask=mask, demean=False) == pytest.approx(10.0, rel=1e-5)
+@pytest.fixture
+def on(xp):
+    """``on(a)``: a NumPy array moved to the test's array module."""
+    return xp.asarray
+
+
+def test_nrmse_values(ref, mask, on):
+    ref_, mask_ = on(ref), on(mask)
+    assert nrmse(ref_, ref_) == 0.0
+    assert nrmse(0.9 * ref_, ref_, demean=False) == pytest.approx(10.0, rel=1e-5)
+    assert nrmse(0.9 * ref_, ref_, mask=mask_, demean=False) == pytest.approx(10.0, rel=1e-5)
     # Scaling is preserved by demeaning: 0.5 * ref demeaned is 0.5 * (ref demeaned).
-    assert nrmse(0.5 * ref, ref, mask=mask) == pytest.approx(50.0, rel=1e-5)
+    assert nrmse(0.5 * ref_, ref_, mask=mask_) == pytest.approx(50.0, rel=1e-5)
     # Zero estimate gives 100 %.
-    assert nrmse(np.zeros_like(ref), ref, demean=False) == pytest.approx(100.0)
+    assert nrmse(on(np.zeros_like(ref)), ref_, demean=False) == pytest.approx(100.0)
+    assert isinstance(nrmse(0.9 * ref_, ref_), float)
 
 
-def test_nrmse_matches_formula(ref, mask):
+def test_nrmse_matches_formula(ref, mask, on):
     rng = np.random.default_rng(1)
     x = ref + 0.05 * rng.standard_normal(ref.shape)
     xm = x[mask] - x[mask].mean()
     rm = ref[mask].astype(np.float64) - ref[mask].mean()
     expected = 100 * np.linalg.norm(xm - rm) / np.linalg.norm(rm)
-    assert nrmse(x, ref, mask=mask) == pytest.approx(expected, rel=1e-6)
+    assert nrmse(on(x), on(ref), mask=on(mask)) == pytest.approx(expected, rel=1e-6)
+    # a NumPy mask goes with maps of either module
+    assert nrmse(on(x), on(ref), mask=mask) == pytest.approx(expected, rel=1e-6)
 
 
-def test_demean_invariance(ref, mask):
+def test_demean_invariance(ref, mask, on):
     rng = np.random.default_rng(2)
     x = ref + 0.05 * rng.standard_normal(ref.shape).astype(np.float32)
     shifted = x + 0.3
     for metric in (nrmse, hfen, psnr, ssim):
-        a = metric(x, ref, mask=mask)
-        b = metric(shifted, ref, mask=mask)
-        c = metric(x, ref + 0.7, mask=mask)
+        a = metric(on(x), on(ref), mask=on(mask))
+        b = metric(on(shifted), on(ref), mask=on(mask))
+        c = metric(on(x), on(ref + 0.7), mask=on(mask))
         assert b == pytest.approx(a, rel=1e-6)
         assert c == pytest.approx(a, rel=1e-6)
+        # the same number on both modules
+        assert a == pytest.approx(metric(x, ref, mask=mask), rel=1e-9)
     # Without demeaning an offset c is an error: 100 * c * sqrt(N) / ||ref||.
     rm = ref[mask].astype(np.float64)
     expected = 100 * 0.3 * math.sqrt(rm.size) / np.linalg.norm(rm)
-    assert nrmse(ref + np.float32(0.3), ref, mask=mask, demean=False) == pytest.approx(expected, rel=1e-5)
+    got = nrmse(on(ref + np.float32(0.3)), on(ref), mask=on(mask), demean=False)
+    assert got == pytest.approx(expected, rel=1e-5)
 
 
-def test_outside_mask_ignored(ref, mask):
+def test_outside_mask_ignored(ref, mask, on):
     x = ref.copy()
     x[~mask] = 100.0
-    assert nrmse(x, ref, mask=mask) == 0.0
-    assert psnr(x, ref, mask=mask) == math.inf
+    assert nrmse(on(x), on(ref), mask=on(mask)) == 0.0
+    assert psnr(on(x), on(ref), mask=on(mask)) == math.inf
 
 
-def test_hfen(ref, mask):
-    assert hfen(ref, ref) == 0.0
-    assert hfen(ref, ref, mask=mask) == 0.0
+def test_hfen(ref, mask, on):
+    ref_, mask_ = on(ref), on(mask)
+    assert hfen(ref_, ref_) == 0.0
+    assert hfen(ref_, ref_, mask=mask_) == 0.0
     blurred = ndimage.gaussian_filter(ref, 1.0)
-    value = hfen(blurred, ref, mask=mask)
+    value = hfen(on(blurred), ref_, mask=mask_)
     assert 10.0 < value < 100.0
+    assert value == pytest.approx(hfen(blurred, ref, mask=mask), rel=1e-9)
     # More blur, more high-frequency error.
-    assert hfen(ndimage.gaussian_filter(ref, 2.0), ref, mask=mask) > value
+    assert hfen(on(ndimage.gaussian_filter(ref, 2.0)), ref_, mask=mask_) > value
     # HFEN is a relative error: 0.9 * ref gives exactly 10 %.
-    assert hfen(0.9 * ref, ref, mask=mask, demean=False) == pytest.approx(10.0, rel=1e-5)
+    assert hfen(0.9 * ref_, ref_, mask=mask_, demean=False) == pytest.approx(10.0, rel=1e-5)
 
 
 def test_hfen_kernel_is_15_cubed(ref, monkeypatch):
@@ -103,28 +118,56 @@ def test_hfen_kernel_is_15_cubed(ref, monkeypatch):
     assert (support.min(), support.max()) == (1, 15)
 
 
-def test_ssim(ref, mask):
-    assert ssim(ref, ref) == pytest.approx(1.0, abs=1e-9)
-    assert ssim(ref, ref, mask=mask) == pytest.approx(1.0, abs=1e-9)
+def test_ssim(ref, mask, on):
+    ref_, mask_ = on(ref), on(mask)
+    assert ssim(ref_, ref_) == pytest.approx(1.0, abs=1e-9)
+    assert ssim(ref_, ref_, mask=mask_) == pytest.approx(1.0, abs=1e-9)
     rng = np.random.default_rng(3)
     noise = rng.standard_normal(ref.shape)
     span = float(ref[mask].max() - ref[mask].min())
-    values = [ssim(ref + s * span * noise, ref, mask=mask) for s in (0.01, 0.05, 0.2)]
+    values = [ssim(on(ref + s * span * noise), ref_, mask=mask_) for s in (0.01, 0.05, 0.2)]
     assert 1.0 > values[0] > values[1] > values[2] > 0.0
+    for s, v in zip((0.01, 0.05, 0.2), values):  # the same number on both modules
+        assert v == pytest.approx(ssim(ref + s * span * noise, ref, mask=mask), rel=1e-9)
     # An explicit data_range larger than the default makes SSIM more forgiving.
-    assert ssim(ref + 0.05 * span * noise, ref, mask=mask, data_range=10 * span) > values[1]
+    assert ssim(on(ref + 0.05 * span * noise), ref_, mask=mask_, data_range=10 * span) > values[1]
 
 
-def test_psnr(ref, mask):
-    assert psnr(ref, ref) == math.inf
+@pytest.mark.parametrize("shape", [(32, 32, 32), (9, 12, 7), (20, 15)])
+def test_ssim_map_is_scikit_images(shape):
+    # the SSIM map used for CuPy arrays, here on NumPy, against scikit-image's
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(4)
+    a = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    b = a + 0.1 * rng.standard_normal(shape)
+    for data_range in (float(np.ptp(a)), 3.0):
+        _, expected = structural_similarity(b, a, data_range=data_range, full=True)
+        np.testing.assert_allclose(_ssim_map(b, a, data_range), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_psnr(ref, mask, on):
+    ref_, mask_ = on(ref), on(mask)
+    assert psnr(ref_, ref_) == math.inf
     # A constant error of e without demeaning: PSNR = 20 log10(peak / e).
     e = 0.01
     peak = float(np.abs(ref[mask].astype(np.float64)).max())
-    assert psnr(ref + e, ref, mask=mask, demean=False) == pytest.approx(20 * math.log10(peak / e), rel=1e-5)
+    got = psnr(ref_ + e, ref_, mask=mask_, demean=False)
+    assert got == pytest.approx(20 * math.log10(peak / e), rel=1e-5)
     # Scaling: 0.9 * ref has RMSE = 0.1 * rms(ref).
     rm = ref[mask].astype(np.float64)
     expected = 20 * math.log10(peak / (0.1 * np.sqrt(np.mean(rm**2))))
-    assert psnr(0.9 * ref, ref, mask=mask, demean=False) == pytest.approx(expected, rel=1e-5)
+    assert psnr(0.9 * ref_, ref_, mask=mask_, demean=False) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_maps_on_two_devices_raise(ref, xp):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        nrmse(xp.asarray(ref), ref)
+    with pytest.raises(InvalidParameterError, match="mask is a CuPy array"):
+        nrmse(ref, ref, mask=xp.ones(ref.shape, dtype=bool))
 
 
 def test_errors(ref, mask):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mrirecon.errors import ShapeMismatchError
+from mrirecon.device import to_numpy
+from mrirecon.errors import InvalidParameterError, ShapeMismatchError
 from mrirecon.fft import real_filter
 from mrirecon.kspace import dipole_kernel, gradient_sq_kernel
 from mrirecon.operators import Compose, Diagonal, Dipole, Gradient, Operator
@@ -40,47 +41,93 @@ def _rel(a, b):
 # ---------------------------------------------------------------- dot tests
 @pytest.mark.parametrize("dtype", REAL)
 @pytest.mark.parametrize(("shape", "vox", "b"), DIPOLE_CASES)
-def test_dipole_passes_dot_test(shape, vox, b, dtype):
-    op = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=dtype)
-    dot_test(op, seed=1)
-    dot_test(op.H, seed=2)
+def test_dipole_passes_dot_test(shape, vox, b, dtype, xp):
+    op = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=dtype, xp=xp)
+    dot_test(op, seed=1, xp=xp)
+    dot_test(op.H, seed=2, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", REAL + COMPLEX)
 @pytest.mark.parametrize("shape", GRADIENT_SHAPES)
-def test_gradient_passes_dot_test(shape, dtype):
+def test_gradient_passes_dot_test(shape, dtype, xp):
     real = np.float32 if dtype in (np.float32, np.complex64) else np.float64
     op = Gradient(shape, dtype=real)
     assert op.shape_out == (len(shape), *shape)
-    dot_test(op, seed=3, dtype=dtype)
-    dot_test(op.H, seed=4, dtype=dtype)
+    dot_test(op, seed=3, dtype=dtype, xp=xp)
+    dot_test(op.H, seed=4, dtype=dtype, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", REAL + COMPLEX)
-def test_diagonal_passes_dot_test(dtype):
+def test_diagonal_passes_dot_test(dtype, xp):
     real = np.float32 if dtype in (np.float32, np.complex64) else np.float64
-    op = Diagonal(_weights((5, 4, 3)), dtype=real)
-    dot_test(op, seed=5, dtype=dtype)
-    dot_test(op.H, seed=6, dtype=dtype)
+    op = Diagonal(xp.asarray(_weights((5, 4, 3))), dtype=real)
+    dot_test(op, seed=5, dtype=dtype, xp=xp)
+    dot_test(op.H, seed=6, dtype=dtype, xp=xp)
 
 
 @pytest.mark.parametrize("dtype", REAL)
 @pytest.mark.parametrize(("shape", "vox", "b"), DIPOLE_CASES[1:3])
-def test_compositions_pass_dot_test(shape, vox, b, dtype):
-    dip = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=dtype)
+def test_compositions_pass_dot_test(shape, vox, b, dtype, xp, assert_on):
+    dip = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=dtype, xp=xp)
     grad = Gradient(shape, dtype=dtype)
-    diag = Diagonal(_weights(shape), dtype=dtype)
+    diag = Diagonal(xp.asarray(_weights(shape)), dtype=dtype)
     chain3 = grad @ diag @ dip
     assert isinstance(chain3, Compose)
     assert (chain3.shape_in, chain3.shape_out) == (shape, (3, *shape))
     for op in (chain3, chain3.H, dip @ grad.H, grad.H @ grad, diag @ dip @ diag, (grad @ dip).H @ grad):
-        dot_test(op, seed=7)
+        dot_test(op, seed=7, xp=xp)
     # the adjoint of a composition is the reversed composition of adjoints
-    y = _random((3, *shape), dtype, seed=8)
+    y = xp.asarray(_random((3, *shape), dtype, seed=8))
+    out = chain3.adjoint(y)
+    assert_on(out)
     np.testing.assert_allclose(
-        chain3.adjoint(y), dip.H.forward(diag.H.forward(grad.H.forward(y))), rtol=1e-5, atol=1e-6
+        to_numpy(out),
+        to_numpy(dip.H.forward(diag.H.forward(grad.H.forward(y)))),
+        rtol=1e-5,
+        atol=1e-6,
     )
     assert chain3.H.H is chain3
+
+
+def test_dipole_follows_the_input_module(xp, assert_on):
+    # built for NumPy (the default), applied to arrays of either module: the kernel is built
+    # on the input's device at the first call, and the result stays there
+    shape = (6, 5, 4)
+    op = Dipole(shape, b0_dir=(0.3, 0.2, 1.0), dtype=np.float64)
+    x = _random(shape, np.float64, seed=20)
+    for method in (op.forward, op.adjoint, op.normal):
+        out = method(xp.asarray(x))
+        assert_on(out)
+        np.testing.assert_allclose(to_numpy(out), method(x), rtol=1e-12, atol=1e-14)
+    dot_test(op, seed=21, xp=xp)
+
+
+@pytest.mark.gpu
+def test_diagonal_rejects_arrays_of_the_other_module(xp):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    op = Diagonal(_weights((5, 4, 3)))  # NumPy weights
+    with pytest.raises(InvalidParameterError, match="Diagonal.*numpy.*cupy"):
+        op.forward(xp.ones((5, 4, 3)))
+    with pytest.raises(InvalidParameterError, match="Diagonal"):
+        Diagonal(xp.asarray(_weights((5, 4, 3)))).normal(np.ones((5, 4, 3)))
+
+
+def test_dot_test_rejects_results_on_another_module(xp):
+    class HostOnly(Operator):
+        def __init__(self):
+            super().__init__((4, 3), (4, 3), np.float64)
+
+        def _forward(self, x):
+            return np.ones((4, 3))  # ignores the input's module
+
+        _adjoint = _forward
+
+    if xp is np:
+        dot_test(Gradient((4, 3), dtype=np.float64), xp=xp)  # the check passes on one module
+        return
+    with pytest.raises(AssertionError, match="forward returned a numpy"):
+        dot_test(HostOnly(), xp=xp)
 
 
 # ---------------------------------------------------------------- dot_test can fail
@@ -132,60 +179,72 @@ def test_dot_test_catches_wrong_adjoint(op, dtype, message):
         dot_test(op, seed=0, dtype=dtype)
 
 
-def test_dot_test_returns_small_mismatch():
-    err64 = dot_test(Dipole((6, 5, 4), b0_dir=(0.3, 0.2, 1.0), dtype=np.float64))
-    err32 = dot_test(Dipole((6, 5, 4), b0_dir=(0.3, 0.2, 1.0), dtype=np.float32))
+def test_dot_test_returns_small_mismatch(xp):
+    err64 = dot_test(Dipole((6, 5, 4), b0_dir=(0.3, 0.2, 1.0), dtype=np.float64), xp=xp)
+    err32 = dot_test(Dipole((6, 5, 4), b0_dir=(0.3, 0.2, 1.0), dtype=np.float32), xp=xp)
     assert 0 <= err64 < 1e-13
-    assert 0 <= err32 < 1e-6
+    # cuFFT's single-precision transforms may round differently from FFTW's: 1e-5 there
+    assert 0 <= err32 < (1e-6 if xp is np else 1e-5)
 
 
 # ---------------------------------------------------------------- against NumPy
 @pytest.mark.parametrize(("shape", "vox", "b"), DIPOLE_CASES)
-def test_dipole_forward_is_numpy_fft_filter(shape, vox, b):
+def test_dipole_forward_is_numpy_fft_filter(shape, vox, b, xp, assert_on):
     x = _random(shape, np.float64, seed=9)
     d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=False, dtype=np.float64)
     assert d.shape == shape
     ref = np.real(np.fft.ifftn(d * np.fft.fftn(x)))
-    op = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float64)
-    assert _rel(op.forward(x), ref) < 1e-12
-    assert _rel(op.adjoint(x), ref) < 1e-12
-    assert _rel(op.normal(x), op.forward(op.forward(x))) < 1e-12
+    op = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float64, xp=xp)
+    xd = xp.asarray(x)
+    fwd, adj, nor = op.forward(xd), op.adjoint(xd), op.normal(xd)
+    assert_on(fwd, adj, nor)
+    assert _rel(to_numpy(fwd), ref) < 1e-12
+    assert _rel(to_numpy(adj), ref) < 1e-12
+    assert _rel(to_numpy(nor), to_numpy(op.forward(op.forward(xd)))) < 1e-12
     ref2 = np.real(np.fft.ifftn(d * d * np.fft.fftn(x)))
-    assert _rel(op.normal(x), ref2) < 1e-12
-    op32 = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float32)
-    assert _rel(op32.forward(x.astype(np.float32)), ref) < 1e-5
-    assert _rel(op32.normal(x.astype(np.float32)), ref2) < 1e-5
+    assert _rel(to_numpy(nor), ref2) < 1e-12
+    op32 = Dipole(shape, voxel_size_mm=vox, b0_dir=b, dtype=np.float32, xp=xp)
+    x32 = xp.asarray(x.astype(np.float32))
+    assert _rel(to_numpy(op32.forward(x32)), ref) < 1e-5
+    assert _rel(to_numpy(op32.normal(x32)), ref2) < 1e-5
 
 
 @pytest.mark.parametrize("shape", GRADIENT_SHAPES)
-def test_gradient_forward_is_roll_differences(shape):
+def test_gradient_forward_is_roll_differences(shape, xp, assert_on):
     x = _random(shape, np.float64, seed=10)
-    out = Gradient(shape, dtype=np.float64).forward(x)
+    out = Gradient(shape, dtype=np.float64).forward(xp.asarray(x))
+    assert_on(out)
     ref = np.stack([np.roll(x, -1, axis=a) - x for a in range(len(shape))])
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(to_numpy(out), ref, rtol=0, atol=1e-14)
     # adjoint: minus the backward-difference divergence
     y = _random((len(shape), *shape), np.float64, seed=11)
     div = sum(y[a] - np.roll(y[a], 1, axis=a) for a in range(len(shape)))
-    np.testing.assert_allclose(Gradient(shape, dtype=np.float64).adjoint(y), -div, rtol=0, atol=1e-13)
+    adj = Gradient(shape, dtype=np.float64).adjoint(xp.asarray(y))
+    assert_on(adj)
+    np.testing.assert_allclose(to_numpy(adj), -div, rtol=0, atol=1e-13)
 
 
 @pytest.mark.parametrize("shape", GRADIENT_SHAPES)
-def test_gradient_normal_has_symbol_gradient_sq_kernel(shape):
+def test_gradient_normal_has_symbol_gradient_sq_kernel(shape, xp, assert_on):
     x = _random(shape, np.float64, seed=12)
     g = gradient_sq_kernel(shape, half=False, dtype=np.float64)
     ref = np.real(np.fft.ifftn(g * np.fft.fftn(x)))
     op = Gradient(shape, dtype=np.float64)
-    assert _rel(op.normal(x), ref) < 1e-12
+    out = op.normal(xp.asarray(x))
+    assert_on(out)
+    assert _rel(to_numpy(out), ref) < 1e-12
 
 
-def test_diagonal_forward_and_normal():
+def test_diagonal_forward_and_normal(xp, assert_on):
     w = _weights((5, 4, 3))
     x = _random((5, 4, 3), np.float64, seed=13)
-    op = Diagonal(w)
+    op = Diagonal(xp.asarray(w))
     assert op.dtype == np.float64
-    np.testing.assert_allclose(op.forward(x), w * x, rtol=1e-15)
-    np.testing.assert_allclose(op.normal(x), w * w * x, rtol=1e-15)
-    assert Diagonal(w.astype(np.float32)).dtype == np.float32
+    fwd, nor = op.forward(xp.asarray(x)), op.normal(xp.asarray(x))
+    assert_on(fwd, nor)
+    np.testing.assert_allclose(to_numpy(fwd), w * x, rtol=1e-15)
+    np.testing.assert_allclose(to_numpy(nor), w * w * x, rtol=1e-15)
+    assert Diagonal(xp.asarray(w.astype(np.float32))).dtype == np.float32
 
 
 # ---------------------------------------------------------------- shapes and dtypes
@@ -233,16 +292,17 @@ def test_composing_mismatched_operators_raises():
 
 
 @pytest.mark.parametrize("dtype", REAL)
-def test_dtype_is_preserved(dtype):
+def test_dtype_is_preserved(dtype, xp, assert_on):
     shape = (6, 5, 4)
-    dip = Dipole(shape, b0_dir=(0.3, 0.2, 1.0), dtype=dtype)
+    dip = Dipole(shape, b0_dir=(0.3, 0.2, 1.0), dtype=dtype, xp=xp)
     grad = Gradient(shape, dtype=dtype)
-    diag = Diagonal(_weights(shape), dtype=dtype)
-    x = _random(shape, dtype, seed=14)
-    y = _random((3, *shape), dtype, seed=15)
+    diag = Diagonal(xp.asarray(_weights(shape)), dtype=dtype)
+    x = xp.asarray(_random(shape, dtype, seed=14))
+    y = xp.asarray(_random((3, *shape), dtype, seed=15))
     for op in (dip, diag, grad @ diag @ dip, grad.H @ grad):
         assert op.dtype == dtype
         for out in (op.forward(x), op.normal(x)):
+            assert_on(out)
             assert out.dtype == dtype
     assert dip.adjoint(x).dtype == dtype
     assert grad.forward(x).dtype == dtype
@@ -251,15 +311,18 @@ def test_dtype_is_preserved(dtype):
     assert (grad @ dip).H.forward(y).dtype == dtype
 
 
-def test_operators_are_linear():
+def test_operators_are_linear(xp):
     shape = (5, 6, 7)
     op = (
         Gradient(shape, dtype=np.float64)
-        @ Diagonal(_weights(shape))
-        @ Dipole(shape, b0_dir=(0.3, 0.2, 1.0), dtype=np.float64)
+        @ Diagonal(xp.asarray(_weights(shape)))
+        @ Dipole(shape, b0_dir=(0.3, 0.2, 1.0), dtype=np.float64, xp=xp)
     )
-    x, z = _random(shape, np.float64, 16), _random(shape, np.float64, 17)
+    x, z = xp.asarray(_random(shape, np.float64, 16)), xp.asarray(_random(shape, np.float64, 17))
     a, b = 0.7, -1.9
     np.testing.assert_allclose(
-        op.forward(a * x + b * z), a * op.forward(x) + b * op.forward(z), rtol=1e-12, atol=1e-12
+        to_numpy(op.forward(a * x + b * z)),
+        to_numpy(a * op.forward(x) + b * op.forward(z)),
+        rtol=1e-12,
+        atol=1e-12,
     )

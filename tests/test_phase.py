@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
 from mrirecon.qsm.phase import (
     EchoFit,
@@ -14,6 +15,7 @@ from mrirecon.qsm.phase import (
     laplacian_kernels,
     laplacian_unwrap,
     phase_to_radians,
+    unwrap_echoes,
 )
 from mrirecon.qsm.units import field_to_ppm
 
@@ -31,31 +33,37 @@ def _grid(shape):
 # ---------------------------------------------------------------- phase_to_radians
 
 
-def test_radians_pass_through():
+def test_radians_pass_through(xp, assert_on):
     rng = np.random.default_rng(0)
     phi = rng.uniform(-np.pi, np.pi, (8, 9, 10)).astype(np.float32)
+    phi_d = xp.asarray(phi)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = phase_to_radians(phi)
-        out_rad = phase_to_radians(phi, units="rad")
+        out = phase_to_radians(phi_d)
+        out_rad = phase_to_radians(phi_d, units="rad")
+    assert_on(out, out_rad)
     assert out.dtype == np.float32
-    np.testing.assert_array_equal(out, phi)
-    np.testing.assert_array_equal(out_rad, phi)
-    assert out is not phi
+    np.testing.assert_array_equal(to_numpy(out), phi)
+    np.testing.assert_array_equal(to_numpy(out_rad), phi)
+    assert out is not phi_d
 
 
-def test_radians_wrapped_to_half_open_interval():
+def test_radians_wrapped_to_half_open_interval(xp, assert_on):
     x = np.array([np.pi, np.pi + 5e-4, -np.pi - 5e-4, 0.0, -np.pi])
-    out = phase_to_radians(x, units="radians")
+    out = phase_to_radians(xp.asarray(x), units="radians")
+    assert_on(out)
+    out = to_numpy(out)
     assert out.dtype == np.float64  # float64 stays float64
     assert np.all(out < np.pi) and np.all(out >= -np.pi)
     np.testing.assert_allclose(out, [-np.pi, -np.pi + 5e-4, np.pi - 5e-4, 0.0, -np.pi], atol=1e-12)
 
 
-def test_signed_integers_rescaled():
+def test_signed_integers_rescaled(xp, assert_on):
     v = np.arange(-4096, 4096, dtype=np.int16).reshape(16, 16, 32)
     with pytest.warns(PhaseRescaledWarning, match=r"\[-4096, 4096\)"):
-        out = phase_to_radians(v)
+        out = phase_to_radians(xp.asarray(v))
+    assert_on(out)
+    out = to_numpy(out)
     assert out.dtype == np.float32 and out.shape == v.shape
     flat = out.reshape(-1)
     assert flat[0] == -PI32  # -4096 -> -π
@@ -65,10 +73,12 @@ def test_signed_integers_rescaled():
     assert flat.max() < np.pi and flat.min() >= -PI32
 
 
-def test_unsigned_integers_rescaled():
+def test_unsigned_integers_rescaled(xp, assert_on):
     v = np.arange(4096, dtype=np.uint16)
     with pytest.warns(PhaseRescaledWarning, match=r"\[0, 4096\)"):
-        out = phase_to_radians(v, units="a.u.")
+        out = phase_to_radians(xp.asarray(v), units="a.u.")
+    assert_on(out)
+    out = to_numpy(out)
     assert out[0] == -PI32  # 0 -> -π
     assert out[2048] == 0.0  # mid-range -> 0
     np.testing.assert_allclose(out, np.arange(4096) * 2 * np.pi / 4096 - np.pi, atol=1e-6)
@@ -95,8 +105,14 @@ def test_wrong_units_and_bad_values():
 # ---------------------------------------------------------------- laplacian_unwrap
 
 
-def test_laplacian_kernels_cached_and_read_only():
-    lap, inv = laplacian_kernels((8, 10, 12), voxel_size_mm=(1.0, 1.0, 2.0))
+def test_laplacian_kernels_cached_and_read_only(xp, assert_on):
+    lap, inv = laplacian_kernels((8, 10, 12), voxel_size_mm=(1.0, 1.0, 2.0), xp=xp)
+    assert_on(lap, inv)
+    assert laplacian_kernels((8, 10, 12), voxel_size_mm=(1, 1, 2), xp=xp)[0] is lap
+    host = laplacian_kernels((8, 10, 12), voxel_size_mm=(1.0, 1.0, 2.0))
+    np.testing.assert_array_equal(to_numpy(lap), host[0])
+    np.testing.assert_array_equal(to_numpy(inv), host[1])
+    lap, inv = host
     assert lap.shape == (8, 10, 7) and lap.dtype == np.float32
     assert not lap.flags.writeable and not inv.flags.writeable
     assert lap[0, 0, 0] == 0 and inv[0, 0, 0] == 0
@@ -105,7 +121,7 @@ def test_laplacian_kernels_cached_and_read_only():
 
 
 @pytest.mark.parametrize("voxel_size_mm", [(1.0, 1.0, 1.0), (0.8, 1.0, 2.0)])
-def test_unwrap_periodic_phase_exact(voxel_size_mm):
+def test_unwrap_periodic_phase_exact(voxel_size_mm, xp, assert_on):
     # low-frequency Fourier modes: periodic, and exp(iφ) (nearly) band-limited on the
     # grid, so the spectral Laplacian makes the closed form exact up to a constant.
     # (On a 32³ grid the same phase is too steep: the spectrum of sin φ aliases and
@@ -118,9 +134,10 @@ def test_unwrap_periodic_phase_exact(voxel_size_mm):
         + 3 * np.cos(2 * np.pi * 2 * z / n + 1)
     )
     assert np.ptp(phi) > 20
-    out = laplacian_unwrap(_wrap(phi).astype(np.float32), voxel_size_mm=voxel_size_mm)
+    out = laplacian_unwrap(xp.asarray(_wrap(phi).astype(np.float32)), voxel_size_mm=voxel_size_mm)
+    assert_on(out)
     assert out.dtype == np.float32
-    d = out - phi
+    d = to_numpy(out) - phi
     d -= d.mean()
     assert np.sqrt(np.mean(d**2)) < 1e-5  # measured 1.4e-6 (isotropic), 1.6e-6 (anisotropic)
     assert np.abs(d).max() < 5e-5  # measured 5.8e-6, 6.3e-6
@@ -138,15 +155,16 @@ def _bump_phase(n, amp=20.0):
 
 
 @pytest.mark.parametrize("voxel_size_mm", [(1.0, 1.0, 1.0), (1.0, 1.0, 2.0)])
-def test_unwrap_phase_inside_sphere(voxel_size_mm):
+def test_unwrap_phase_inside_sphere(voxel_size_mm, xp, assert_on):
     n = 48
     phi = _bump_phase(n)
     assert np.ptp(phi) > 20
     wrapped = _wrap(phi)
     assert np.ptp(wrapped) < 2 * np.pi
-    out = laplacian_unwrap(wrapped, voxel_size_mm=voxel_size_mm)
+    out = laplacian_unwrap(xp.asarray(wrapped), voxel_size_mm=voxel_size_mm)
+    assert_on(out)
     assert out.dtype == np.float64
-    d = out - phi
+    d = to_numpy(out) - phi
     d -= d.mean()
     assert np.sqrt(np.mean(d**2)) < 1e-4  # measured 3.2e-5 (isotropic), 2.9e-5 (1x1x2 mm)
 
@@ -160,7 +178,7 @@ def _harmonic_basis(n, region):
 
 
 @pytest.mark.parametrize("voxel_size_mm", [(1.0, 1.0, 1.0), (1.0, 1.0, 2.0)])
-def test_unwrap_nonperiodic_phase_up_to_harmonic(voxel_size_mm):
+def test_unwrap_nonperiodic_phase_up_to_harmonic(voxel_size_mm, xp, assert_on):
     # a smooth phase over the whole (non-periodic) grid: inside, the result
     # differs from the truth by a smooth harmonic function, not a constant
     n = 32
@@ -172,7 +190,9 @@ def test_unwrap_nonperiodic_phase_up_to_harmonic(voxel_size_mm):
         + 14 * np.exp(-3 * r2)
     )
     assert np.ptp(phi) > 20
-    out = laplacian_unwrap(_wrap(phi).astype(np.float32), voxel_size_mm=voxel_size_mm)
+    out = laplacian_unwrap(xp.asarray(_wrap(phi).astype(np.float32)), voxel_size_mm=voxel_size_mm)
+    assert_on(out)
+    out = to_numpy(out)
     region = (slice(6, n - 6),) * 3
     d = (out - phi)[region].reshape(-1)
     assert np.std(d) > 1.0  # not a constant offset
@@ -182,14 +202,38 @@ def test_unwrap_nonperiodic_phase_up_to_harmonic(voxel_size_mm):
     assert rms < 0.02  # measured 0.0065 (isotropic), 0.0075 (1x1x2 mm)
 
 
-def test_unwrap_4d_equals_per_echo():
+def test_unwrap_4d_equals_per_echo(xp, assert_on):
     n = 32
     phi = _bump_phase(n).astype(np.float32)
-    echoes = np.stack([_wrap(phi), _wrap(2.0 * phi), _wrap(3.0 * phi)])
+    echoes = xp.asarray(np.stack([_wrap(phi), _wrap(2.0 * phi), _wrap(3.0 * phi)]))
     out = laplacian_unwrap(echoes, voxel_size_mm=1.0)
+    assert_on(out)
     assert out.shape == echoes.shape and out.dtype == np.float32
     for e in range(3):
-        np.testing.assert_array_equal(out[e], laplacian_unwrap(echoes[e], voxel_size_mm=1.0))
+        np.testing.assert_array_equal(
+            to_numpy(out[e]), to_numpy(laplacian_unwrap(echoes[e], voxel_size_mm=1.0))
+        )
+
+
+def test_unwrap_echoes_temporal(xp, assert_on):
+    # echo differences: echo n = unwrap(echo 1) + sum of unwrapped wrapped differences
+    n = 32
+    phi = _bump_phase(n, amp=12.0)
+    echoes = np.stack([_wrap(phi), _wrap(2.0 * phi), _wrap(3.0 * phi)])
+    out = unwrap_echoes(xp.asarray(echoes), voxel_size_mm=1.0)
+    assert_on(out)
+    assert out.dtype == np.float64
+    out = to_numpy(out)
+    for e, factor in enumerate((1.0, 2.0, 3.0)):
+        d = out[e] - factor * phi
+        d -= d.mean()
+        assert np.sqrt(np.mean(d**2)) < 1e-3  # measured 7e-5, 1.5e-4, 2.2e-4 rad
+    per_echo = unwrap_echoes(xp.asarray(echoes), voxel_size_mm=1.0, temporal=False)
+    assert_on(per_echo)
+    expected = laplacian_unwrap(xp.asarray(echoes), voxel_size_mm=1.0)
+    np.testing.assert_array_equal(to_numpy(per_echo), to_numpy(expected))
+    # cuFFT and FFTW round differently: the same result to ~1e-14 rad across modules (measured 9e-15)
+    np.testing.assert_allclose(to_numpy(per_echo), laplacian_unwrap(echoes, voxel_size_mm=1.0), atol=1e-12)
 
 
 def test_unwrap_errors():
@@ -214,28 +258,35 @@ def _field_and_offset(shape=(10, 11, 12)):
     return field, np.full(shape, 0.5)
 
 
-def test_fit_noise_free_exact():
+def _fit_on_host(fit, assert_on):
+    """An :class:`EchoFit` of ``xp`` arrays, checked to be on ``xp``, as NumPy arrays."""
+    assert isinstance(fit, EchoFit)
+    assert_on(fit.field_hz, fit.offset_rad, fit.residual_rad)
+    return EchoFit(*(to_numpy(a) for a in (fit.field_hz, fit.offset_rad, fit.residual_rad)))
+
+
+def test_fit_noise_free_exact(xp, assert_on):
     field, offset = _field_and_offset()
     phase = np.stack([offset + 2 * np.pi * field * t for t in TE])
-    fit = fit_echoes(phase.astype(np.float32), TE)
-    assert isinstance(fit, EchoFit)
+    fit = _fit_on_host(fit_echoes(xp.asarray(phase.astype(np.float32)), TE), assert_on)
     assert fit.field_hz.dtype == np.float32 and fit.field_hz.shape == field.shape
     np.testing.assert_allclose(fit.field_hz, field, atol=1e-4)  # measured 1.1e-5 Hz (float32)
     np.testing.assert_allclose(fit.offset_rad, offset, atol=1e-5)  # measured 1e-6 rad
-    fit64 = fit_echoes(phase, list(TE), magnitude=np.ones_like(phase) * 3.0)
+    fit64 = fit_echoes(xp.asarray(phase), list(TE), magnitude=xp.asarray(np.ones_like(phase) * 3.0))
+    fit64 = _fit_on_host(fit64, assert_on)
     assert fit64.field_hz.dtype == np.float64
     np.testing.assert_allclose(fit64.field_hz, field, atol=1e-9)  # measured 2e-14 Hz
     np.testing.assert_allclose(fit64.offset_rad, 0.5, atol=1e-9)
     assert fit64.residual_rad.max() < 1e-9
 
 
-def test_fit_residual_and_mask():
+def test_fit_residual_and_mask(xp, assert_on):
     field, offset = _field_and_offset((4, 5, 6))
     phase = np.stack([offset + 2 * np.pi * field * t for t in TE])
     phase[1] += 0.3  # the middle echo off the line
     mask = np.ones(field.shape, dtype=bool)
     mask[0] = False
-    fit = fit_echoes(phase, TE, mask=mask)
+    fit = _fit_on_host(fit_echoes(xp.asarray(phase), TE, mask=xp.asarray(mask)), assert_on)
     assert (
         np.all(fit.field_hz[0] == 0) and np.all(fit.offset_rad[0] == 0) and np.all(fit.residual_rad[0] == 0)
     )
@@ -247,7 +298,7 @@ def test_fit_residual_and_mask():
     np.testing.assert_allclose(fit.residual_rad[1:], np.sqrt(np.mean(r**2)), rtol=1e-6)
 
 
-def test_fit_weighted_beats_unweighted():
+def test_fit_weighted_beats_unweighted(xp, assert_on):
     rng = np.random.default_rng(3)
     shape = (16, 16, 16)
     field, offset = _field_and_offset(shape)
@@ -257,20 +308,20 @@ def test_fit_weighted_beats_unweighted():
         [offset + 2 * np.pi * field * t + s * rng.standard_normal(shape) for t, s in zip(TE, sigma)]
     )
     magnitude = np.broadcast_to(mags[:, None, None, None], phase.shape)
-    weighted = fit_echoes(phase, TE, magnitude=magnitude)
-    unweighted = fit_echoes(phase, TE)
+    weighted = _fit_on_host(fit_echoes(xp.asarray(phase), TE, magnitude=xp.asarray(magnitude)), assert_on)
+    unweighted = _fit_on_host(fit_echoes(xp.asarray(phase), TE), assert_on)
     err_w = np.sqrt(np.mean((weighted.field_hz - field) ** 2))
     err_u = np.sqrt(np.mean((unweighted.field_hz - field) ** 2))
     assert err_w < 0.5 * err_u  # measured 0.97 Hz vs 4.7 Hz RMS
 
 
-def test_fit_zero_weight_voxels():
+def test_fit_zero_weight_voxels(xp, assert_on):
     field, offset = _field_and_offset((3, 4, 5))
     phase = np.stack([offset + 2 * np.pi * field * t for t in TE])
     magnitude = np.ones_like(phase)
     magnitude[:, 0] = 0.0  # no signal at all
     magnitude[1:, 1] = 0.0  # signal in one echo only: slope undetermined
-    fit = fit_echoes(phase, TE, magnitude=magnitude)
+    fit = _fit_on_host(fit_echoes(xp.asarray(phase), TE, magnitude=xp.asarray(magnitude)), assert_on)
     assert np.all(fit.field_hz[0] == 0) and np.all(fit.offset_rad[0] == 0)
     assert np.all(fit.field_hz[1] == 0)
     np.testing.assert_allclose(fit.offset_rad[1], phase[0, 1], rtol=1e-6)
@@ -302,7 +353,21 @@ def test_fit_errors():
         fit_echoes(bad, TE)
 
 
-def test_field_hz_to_ppm():
-    f = np.array([42.577478 * 3.0, 0.0], dtype=np.float32)
-    np.testing.assert_allclose(field_hz_to_ppm(f, b0_tesla=3.0), [1.0, 0.0], rtol=1e-6)
-    np.testing.assert_array_equal(field_hz_to_ppm(f, b0_tesla=3.0), field_to_ppm(f, units="hz", b0_tesla=3.0))
+def test_field_hz_to_ppm(xp, assert_on):
+    f = xp.asarray(np.array([42.577478 * 3.0, 0.0], dtype=np.float32))
+    out = field_hz_to_ppm(f, b0_tesla=3.0)
+    assert_on(out)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(to_numpy(out), [1.0, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(field_to_ppm(f, units="hz", b0_tesla=3.0)))
+
+
+@pytest.mark.gpu
+def test_phase_and_magnitude_on_two_devices_raise(xp):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    phase = np.zeros((3, 4, 4, 4))
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        fit_echoes(xp.asarray(phase), TE, magnitude=np.ones(phase.shape))
+    with pytest.raises(InvalidParameterError, match="mask is a CuPy array"):
+        fit_echoes(phase, TE, mask=xp.ones((4, 4, 4), dtype=bool))

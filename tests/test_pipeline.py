@@ -7,6 +7,7 @@ import pytest
 
 from mrirecon import bids, qsm
 from mrirecon.cli import main
+from mrirecon.device import to_numpy
 from mrirecon.errors import InputFileError, InvalidParameterError, ShapeMismatchError
 from mrirecon.io import load_nifti
 from mrirecon.metrics import nrmse
@@ -24,11 +25,24 @@ def _nrmse_in(result, data):
     return nrmse(result.chi, data.chi, mask=result.mask)
 
 
-def test_pipeline_recovers_chi(megre):
+def _on_host(res, assert_on):
+    """A :class:`PipelineResult` of ``xp`` arrays, checked to be on ``xp``, with NumPy arrays."""
+    arrays = ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask")
+    assert_on(*(getattr(res, name) for name in arrays))
+    return qsm.PipelineResult(*(to_numpy(getattr(res, name)) for name in arrays), res.timings_s, res.params)
+
+
+def test_pipeline_recovers_chi(megre, xp, assert_on):
     d = megre
     res = qsm.pipeline(
-        d.magnitude, d.phase, d.te_s, b0_tesla=d.b0_tesla, voxel_size_mm=d.voxel_size_mm, mask=d.mask
+        xp.asarray(d.magnitude),
+        xp.asarray(d.phase),
+        d.te_s,
+        b0_tesla=d.b0_tesla,
+        voxel_size_mm=d.voxel_size_mm,
+        mask=xp.asarray(d.mask),
     )
+    res = _on_host(res, assert_on)
     assert set(res.timings_s) == {
         "phase scaling",
         "mask",
@@ -54,11 +68,18 @@ def test_pipeline_recovers_chi(megre):
     assert local_err < 60.0, local_err
 
 
-def test_pipeline_with_derived_mask_and_integer_phase(megre):
+def test_pipeline_with_derived_mask_and_integer_phase(megre, xp, assert_on):
     d = megre
     scaled = np.round((d.phase + np.pi) / (2 * np.pi) * 4096 - 2048).clip(-2048, 2047)
     with pytest.warns(UserWarning):
-        res = qsm.pipeline(d.magnitude, scaled, d.te_s, b0_tesla=d.b0_tesla, voxel_size_mm=d.voxel_size_mm)
+        res = qsm.pipeline(
+            xp.asarray(d.magnitude),
+            xp.asarray(scaled),
+            d.te_s,
+            b0_tesla=d.b0_tesla,
+            voxel_size_mm=d.voxel_size_mm,
+        )
+    res = _on_host(res, assert_on)
     # the derived mask covers most of the brain
     dice = 2 * (res.brain_mask & d.mask).sum() / (res.brain_mask.sum() + d.mask.sum())
     assert dice > 0.8, dice
@@ -83,6 +104,42 @@ def test_pipeline_bad_input(megre, kwargs, error, match):
     te = kw.pop("te_s")
     with pytest.raises(error, match=match):
         qsm.pipeline(d.magnitude, d.phase, te, **kw)
+
+
+@pytest.mark.parametrize(
+    ("background", "method", "lam"),
+    [("sharp", "tkd", "auto"), ("pdf", "cg-l2", 0.01), ("vsharp", "tv", 3e-4)],
+)
+def test_pipeline_other_steps(megre, xp, assert_on, background, method, lam):
+    # every background remover and inversion runs on the input's module and gives a finite map
+    d = megre
+    res = qsm.pipeline(
+        xp.asarray(d.magnitude),
+        xp.asarray(d.phase),
+        d.te_s,
+        b0_tesla=d.b0_tesla,
+        voxel_size_mm=d.voxel_size_mm,
+        mask=xp.asarray(d.mask),
+        background=background,
+        method=method,
+        lam=lam,
+        background_options={"max_iter": 10} if background == "pdf" else None,
+        method_options=None if method == "tkd" else {"max_iter": 10},
+    )
+    res = _on_host(res, assert_on)
+    assert res.chi.dtype == np.float32 and np.isfinite(res.chi).all()
+    assert res.mask.any() and not res.chi[~res.mask].any()
+    assert res.params["BackgroundRemoval"]["method"] == background
+    assert res.params["Inversion"]["method"] == method
+
+
+@pytest.mark.gpu
+def test_pipeline_refuses_images_on_two_devices(megre, xp):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    d = megre
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        qsm.pipeline(xp.asarray(d.magnitude), d.phase, d.te_s, b0_tesla=d.b0_tesla, mask=d.mask)
 
 
 def test_single_echo_is_refused(megre):

@@ -7,6 +7,7 @@ import pytest
 from dense_reference import difference_matrices, dipole_matrix
 
 from mrirecon import qsm
+from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError
 from mrirecon.kspace import dipole_kernel
 from mrirecon.metrics import nrmse
@@ -67,7 +68,7 @@ def _last_iterate(store):
     """A callback keeping a copy of the latest raw iterate and every info dict."""
 
     def callback(k, x, info):
-        store["x"] = x.copy()
+        store["x"] = to_numpy(x).copy()
         store.setdefault("infos", []).append(dict(info))
         store.setdefault("ks", []).append(k)
 
@@ -82,20 +83,22 @@ def _last_iterate(store):
         "mask_mean",
     ],
 )
-def test_cg_l2_equals_closed_form_l2(reference):
+def test_cg_l2_equals_closed_form_l2(reference, xp, assert_on):
     ph, f = _head()
     kw = {"voxel_size_mm": ph.voxel_size_mm, "lam": 0.02, "reference": reference}
     ref = qsm.closed_form_l2(f, ph.mask, **kw)
-    res = cg_l2(f, ph.mask, tol=1e-10, max_iter=500, return_result=True, **kw)
+    res = cg_l2(xp.asarray(f), xp.asarray(ph.mask), tol=1e-10, max_iter=500, return_result=True, **kw)
     assert res.converged
+    assert_on(res.x)
     assert res.x.dtype == np.float64
+    x = to_numpy(res.x)
     # measured (reference=None): 62 iterations, relative difference 1e-10
-    assert _rel(res.x, ref) <= 1e-4
-    assert not res.x[~ph.mask].any()
+    assert _rel(x, ref) <= 1e-4
+    assert not x[~ph.mask].any()
 
 
 @pytest.mark.parametrize("method", [cg_l2, tv_admm, tv_nlcg])
-def test_default_reference_is_mask_mean(method):
+def test_default_reference_is_mask_mean(method, xp, assert_on):
     ph, f, _ = _small_head()
     kw = {
         "voxel_size_mm": ph.voxel_size_mm,
@@ -103,23 +106,28 @@ def test_default_reference_is_mask_mean(method):
         "max_iter": 20,
         "tol": 0.0,
     }
-    chi_raw = method(f, ph.mask, reference=None, **kw)
-    chi = method(f, ph.mask, **kw)
+    fd, md = xp.asarray(f), xp.asarray(ph.mask)
+    chi_raw = method(fd, md, reference=None, **kw)
+    chi = method(fd, md, **kw)
+    assert_on(chi_raw, chi)
+    chi_raw, chi = to_numpy(chi_raw), to_numpy(chi)
     expected = np.where(ph.mask, chi_raw - chi_raw[ph.mask].mean(), 0)
     assert abs(chi[ph.mask].mean()) < 1e-10
     np.testing.assert_allclose(chi, expected, atol=1e-10)
 
 
-def test_cg_l2_without_mask_equals_closed_form_with_default_reference():
+def test_cg_l2_without_mask_equals_closed_form_with_default_reference(xp, assert_on):
     ph, f = _head()
     kw = {"voxel_size_mm": ph.voxel_size_mm, "lam": 0.05}
     ref = qsm.closed_form_l2(f, **kw)
-    chi = cg_l2(f, tol=1e-10, **kw)
+    chi = cg_l2(xp.asarray(f), tol=1e-10, **kw)
+    assert_on(chi)
+    chi = to_numpy(chi)
     assert abs(chi.mean()) < 1e-12
     assert _rel(chi, ref) <= 1e-4
 
 
-def test_cg_l2_equals_closed_form_l2_oblique_b0():
+def test_cg_l2_equals_closed_form_l2_oblique_b0(xp, assert_on):
     ph, _ = _head()
     b = (0.3, -0.2, 1.0)
     f = simulate_field(
@@ -127,33 +135,51 @@ def test_cg_l2_equals_closed_form_l2_oblique_b0():
     )
     kw = {"voxel_size_mm": ph.voxel_size_mm, "b0_dir": b, "lam": 0.01, "reference": None}
     ref = qsm.closed_form_l2(f, ph.mask, **kw)
-    chi = cg_l2(f, ph.mask, tol=1e-10, max_iter=500, **kw)
-    assert _rel(chi, ref) <= 1e-4
+    chi = cg_l2(xp.asarray(f), xp.asarray(ph.mask), tol=1e-10, max_iter=500, **kw)
+    assert_on(chi)
+    assert _rel(to_numpy(chi), ref) <= 1e-4
 
 
-def test_cg_l2_float32_input():
+def test_cg_l2_float32_input(xp, assert_on):
     ph, f = _head()
     kw = {"voxel_size_mm": ph.voxel_size_mm, "lam": 0.02, "reference": None}
     ref = qsm.closed_form_l2(f, ph.mask, **kw)
-    chi = cg_l2(f.astype(np.float32), ph.mask, tol=1e-5, **kw)
+    chi = cg_l2(xp.asarray(f.astype(np.float32)), xp.asarray(ph.mask), tol=1e-5, **kw)
+    assert_on(chi)
     assert chi.dtype == np.float32
-    assert _rel(chi, ref) <= 1e-3
+    assert _rel(to_numpy(chi), ref) <= 1e-3
 
 
-def test_cg_l2_warm_start_from_closed_form_needs_few_iterations():
+def test_cg_l2_warm_start_from_closed_form_needs_few_iterations(xp):
     ph, f = _head()
     kw = {"voxel_size_mm": ph.voxel_size_mm, "lam": 0.02, "reference": None}
-    x0 = qsm.closed_form_l2(f, **kw)  # no mask: the unmasked minimiser, which is CG-L2's
-    res = cg_l2(f, ph.mask, tol=1e-6, x0=x0, return_result=True, **kw)
-    cold = cg_l2(f, ph.mask, tol=1e-6, return_result=True, **kw)
+    fd, md = xp.asarray(f), xp.asarray(ph.mask)
+    x0 = qsm.closed_form_l2(fd, **kw)  # no mask: the unmasked minimiser, which is CG-L2's
+    res = cg_l2(fd, md, tol=1e-6, x0=x0, return_result=True, **kw)
+    cold = cg_l2(fd, md, tol=1e-6, return_result=True, **kw)
     assert res.iterations < cold.iterations
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", [cg_l2, tv_admm, tv_nlcg])
+def test_inputs_on_two_devices_raise(method, xp):
+    if xp is np:
+        pytest.skip("needs two array modules")
+    f, mask = _tiny()
+    fd = xp.asarray(f)
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        method(fd, mask, lam=1e-3, x0=np.zeros_like(f), max_iter=2)
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        method(fd, mask, lam=1e-3, weights=np.ones_like(f), max_iter=2)
+    with pytest.raises(InvalidParameterError, match="different devices"):
+        method(f, mask, lam=1e-3, weights=xp.ones(f.shape), max_iter=2)
 
 
 @pytest.mark.parametrize("with_mask", [False, True])
 @pytest.mark.parametrize(
     ("vox", "b", "lam"), [((1.0, 1.0, 1.0), (0.0, 0.0, 1.0), 0.05), ((1.0, 1.2, 0.9), (0.3, 0.2, 1.0), 0.01)]
 )
-def test_weighted_cg_l2_equals_dense_minimiser(vox, b, lam, with_mask):
+def test_weighted_cg_l2_equals_dense_minimiser(vox, b, lam, with_mask, xp, assert_on):
     shape = (5, 4, 4)
     rng = np.random.default_rng(3)
     phi = rng.standard_normal(shape)
@@ -170,21 +196,32 @@ def test_weighted_cg_l2_equals_dense_minimiser(vox, b, lam, with_mask):
     ref = (np.linalg.pinv(h, rcond=1e-12, hermitian=True) @ (a.T @ w2 @ (phi * m).reshape(-1))).reshape(shape)
     ref *= m  # the method returns zero outside the mask
     chi = cg_l2(
-        phi, mask, weights=w, voxel_size_mm=vox, b0_dir=b, lam=lam, tol=1e-13, max_iter=1000, reference=None
+        xp.asarray(phi),
+        None if mask is None else xp.asarray(mask),
+        weights=xp.asarray(w),
+        voxel_size_mm=vox,
+        b0_dir=b,
+        lam=lam,
+        tol=1e-13,
+        max_iter=1000,
+        reference=None,
     )
-    assert _rel(chi, ref) <= 1e-6
+    assert_on(chi)
+    assert _rel(to_numpy(chi), ref) <= 1e-6
 
 
 # ---------------------------------------------------------------- TV-ADMM
-def test_tv_admm_objective_decreases_and_beats_l2_and_zero():
+def test_tv_admm_objective_decreases_and_beats_l2_and_zero(xp, assert_on):
     ph, f = _head()
     vox, lam = ph.voxel_size_mm, 3e-4
     store = {}
     res = tv_admm(
-        f, ph.mask, voxel_size_mm=vox, lam=lam, max_iter=40, tol=1e-9, track_objective=True,
-        callback=_last_iterate(store), return_result=True,
+        xp.asarray(f), xp.asarray(ph.mask), voxel_size_mm=vox, lam=lam, max_iter=40, tol=1e-9,
+        track_objective=True, callback=_last_iterate(store), return_result=True,
     )  # fmt: skip
+    assert_on(res.x)
     assert res.iterations == 40
+    assert all(isinstance(i["objective"], float) for i in store["infos"])
     objectives = np.array([i["objective"] for i in store["infos"]])
     # the tracked objective is the documented one, evaluated independently
     assert objectives[-1] == pytest.approx(_tv_objective(store["x"], f, lam, vox=vox), rel=1e-10)
@@ -199,14 +236,15 @@ def test_tv_admm_objective_decreases_and_beats_l2_and_zero():
         assert final < 0.9 * _tv_objective(l2, f, lam, vox=vox)
 
 
-def test_tv_admm_beats_l2_on_piecewise_constant_phantom():
+def test_tv_admm_beats_l2_on_piecewise_constant_phantom(xp):
     chi, mask, f = _blocks()
+    fd, md = xp.asarray(f), xp.asarray(mask)
     l2 = {
-        lam: nrmse(qsm.closed_form_l2(f, mask, lam=lam), chi, mask=mask)
+        lam: nrmse(to_numpy(qsm.closed_form_l2(fd, md, lam=lam)), chi, mask=mask)
         for lam in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
     }
     tv = {
-        lam: nrmse(tv_admm(f, mask, lam=lam, max_iter=50, tol=1e-4), chi, mask=mask)
+        lam: nrmse(to_numpy(tv_admm(fd, md, lam=lam, max_iter=50, tol=1e-4)), chi, mask=mask)
         for lam in (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
     }
     best_l2, best_tv = min(l2.values()), min(tv.values())
@@ -217,14 +255,16 @@ def test_tv_admm_beats_l2_on_piecewise_constant_phantom():
     assert min(tv, key=tv.get) not in (3e-5, 3e-3)
 
 
-def test_tv_admm_with_weights_and_tv_nlcg_reach_the_same_objective():
+def test_tv_admm_with_weights_and_tv_nlcg_reach_the_same_objective(xp, assert_on):
     ph, f, w = _small_head()
     vox, lam = ph.voxel_size_mm, 3e-4
+    fd, md, wd = xp.asarray(f), xp.asarray(ph.mask), xp.asarray(w)
     admm = {}
-    tv_admm(
-        f, ph.mask, weights=w, voxel_size_mm=vox, lam=lam, max_iter=60, tol=1e-9, track_objective=True,
+    out = tv_admm(
+        fd, md, weights=wd, voxel_size_mm=vox, lam=lam, max_iter=60, tol=1e-9, track_objective=True,
         callback=_last_iterate(admm),
     )  # fmt: skip
+    assert_on(out)
     objectives = np.array([i["objective"] for i in admm["infos"]])
     zero = _tv_objective(np.zeros_like(f), f, lam, vox=vox, w=w)
     f_admm = _tv_objective(admm["x"], f, lam, vox=vox, w=w)
@@ -232,9 +272,10 @@ def test_tv_admm_with_weights_and_tv_nlcg_reach_the_same_objective():
     assert objectives[0] < zero and f_admm < objectives[0]
     nl = {}
     res = tv_nlcg(
-        f, ph.mask, weights=w, voxel_size_mm=vox, lam=lam, eps=1e-10, max_iter=150, tol=1e-9,
+        fd, md, weights=wd, voxel_size_mm=vox, lam=lam, eps=1e-10, max_iter=150, tol=1e-9,
         callback=_last_iterate(nl), return_result=True,
     )  # fmt: skip
+    assert_on(res.x)
     smoothed = np.array([i["objective"] for i in nl["infos"]])
     assert np.all(np.diff(smoothed) <= 0)  # Armijo line search: never an increase
     f_nlcg = _tv_objective(nl["x"], f, lam, vox=vox, w=w)
@@ -295,7 +336,7 @@ def test_tv_nlcg_bad_eps_raises(eps):
 
 
 @pytest.mark.parametrize(("method", "desc"), [(cg_l2, "CG-L2"), (tv_admm, "TV-ADMM"), (tv_nlcg, "TV-NLCG")])
-def test_progress_and_return_result(method, desc, capsys, monkeypatch):
+def test_progress_and_return_result(method, desc, capsys, monkeypatch, xp, assert_on):
     # tqdm's default (disable=None) hides the bar when stderr is not a terminal, as under pytest:
     # force it on to see that the method drives a bar
     import mrirecon.qsm.iterative as iterative
@@ -306,25 +347,30 @@ def test_progress_and_return_result(method, desc, capsys, monkeypatch):
 
     monkeypatch.setattr(iterative, "ProgressBar", ShownBar)
     f, mask = _tiny()
-    res = method(f, mask, lam=1e-3, max_iter=5, progress=True, return_result=True)
+    fd, md = xp.asarray(f), xp.asarray(mask)
+    res = method(fd, md, lam=1e-3, max_iter=5, progress=True, return_result=True)
     assert isinstance(res, SolverResult)
+    assert_on(res.x)
     assert 1 <= res.iterations <= 5
     assert res.x.shape == f.shape and res.x.dtype == np.float64
-    assert not res.x[~mask].any()
+    assert not to_numpy(res.x)[~mask].any()
     assert desc in capsys.readouterr().err
-    plain = method(f, mask, lam=1e-3, max_iter=5)
-    np.testing.assert_allclose(plain, res.x, rtol=1e-12, atol=1e-15)
+    plain = method(fd, md, lam=1e-3, max_iter=5)
+    np.testing.assert_allclose(to_numpy(plain), to_numpy(res.x), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("method", [cg_l2, tv_admm, tv_nlcg])
-def test_callback_stops_early(method):
+def test_callback_stops_early(method, xp, assert_on):
     f, mask = _tiny()
     ks = []
 
     def stop(k, x, info):
+        assert_on(x)  # the callback sees the iterate on the solver's device
         ks.append(k)
         return k == 2
 
-    res = method(f, mask, lam=1e-3, max_iter=50, tol=0.0, callback=stop, return_result=True)
+    res = method(
+        xp.asarray(f), xp.asarray(mask), lam=1e-3, max_iter=50, tol=0.0, callback=stop, return_result=True
+    )
     assert res.iterations == 2 and not res.converged
     assert ks == [1, 2]

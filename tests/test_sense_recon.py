@@ -1,4 +1,8 @@
-"""The default SENSE path (unfold + preconditioned CG with the ACS lines) and `mrirecon sense`."""
+"""The default SENSE path (unfold + preconditioned CG with the ACS lines) and `mrirecon sense`.
+
+The API tests take the ``xp`` fixture (NumPy always, CuPy where a GPU is
+present); the command-line tests run on the CPU.
+"""
 
 import json
 
@@ -6,6 +10,7 @@ import numpy as np
 import pytest
 
 from mrirecon.cli import main
+from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError
 from mrirecon.fft import fftc
 from mrirecon.io import load_nifti
@@ -27,51 +32,69 @@ def data():
     return img, sens, mask, k * mask
 
 
-def test_preconditioned_cg_converges_to_the_full_objective(data):
+def test_preconditioned_cg_converges_to_the_full_objective(data, xp, assert_on):
     img, sens, mask, y = data
     lam = 1e-3
-    ref = cg_sense(y, sens, lam=lam, mask=mask, max_iter=3000, tol=1e-13)
-    errs = [
-        np.linalg.norm(sense(y, sens, lam=lam, accel=4, acs_iter=it) - ref) / np.linalg.norm(ref)
-        for it in (0, 2, 5, 100)
-    ]
+    sens, y = xp.asarray(sens), xp.asarray(y)
+    ref = to_numpy(cg_sense(y, sens, lam=lam, mask=mask, max_iter=3000, tol=1e-13))
+    results = {it: sense(y, sens, lam=lam, accel=4, acs_iter=it) for it in (0, 2, 5, 100)}
+    assert_on(*results.values())
+    errs = [np.linalg.norm(to_numpy(x) - ref) / np.linalg.norm(ref) for x in results.values()]
     assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-4, errs
     # acs_iter=0 is the pure unfold of the lattice lines
-    np.testing.assert_allclose(
-        sense(y, sens, lam=lam, accel=4, acs_iter=0), unfold(y, sens, lam=lam, accel=4), atol=1e-12
-    )
+    np.testing.assert_allclose(to_numpy(results[0]), to_numpy(unfold(y, sens, lam=lam, accel=4)), atol=1e-12)
+    # an explicit mask (host or device) gives the same answer as the one read from the data
+    for m in (mask, xp.asarray(mask)):
+        got = sense(y, sens, lam=lam, accel=4, mask=m)
+        assert_on(got)
+        np.testing.assert_allclose(to_numpy(got), to_numpy(results[5]), atol=1e-12)
 
 
-def test_lattice_only_data_is_the_unfold_and_detection(data):
+def test_lattice_only_data_is_the_unfold_and_detection(data, xp, assert_on):
     img, sens, mask, y = data
     lattice = sampling.uniform_mask((N, N), 4)
-    y_lat = y * lattice
-    np.testing.assert_allclose(
-        sense(y_lat, sens, lam=1e-3), unfold(y_lat, sens, lam=1e-3, accel=4), atol=1e-12
-    )
+    y_lat = xp.asarray(y * lattice)
+    sens, y = xp.asarray(sens), xp.asarray(y)
+    x = sense(y_lat, sens, lam=1e-3)
+    assert_on(x)
+    np.testing.assert_allclose(to_numpy(x), to_numpy(unfold(y_lat, sens, lam=1e-3, accel=4)), atol=1e-12)
     # accel detected from the data with ACS == accel given
-    np.testing.assert_allclose(sense(y, sens, lam=1e-3), sense(y, sens, lam=1e-3, accel=4), atol=1e-12)
+    np.testing.assert_allclose(
+        to_numpy(sense(y, sens, lam=1e-3)), to_numpy(sense(y, sens, lam=1e-3, accel=4)), atol=1e-12
+    )
 
 
-def test_preconditioner_inverts_the_lattice_normal_operator(data):
+@pytest.mark.gpu
+@pytest.mark.parametrize("xp", ["cupy"], indirect=True)
+def test_host_and_device_agree(data, xp):
+    img, sens, mask, y = data
+    host = sense(y, sens, lam=1e-3)
+    dev = sense(xp.asarray(y), xp.asarray(sens), lam=1e-3)
+    np.testing.assert_allclose(to_numpy(dev), host, atol=1e-10 * np.abs(host).max())
+
+
+def test_preconditioner_inverts_the_lattice_normal_operator(data, xp, assert_on):
     img, sens, mask, y = data
     lam = 1e-2
+    sens = xp.asarray(sens)
     unf = SenseUnfolder(sens, 4, lam=lam)
     from mrirecon.sense import SenseOp
 
     op = SenseOp(sens, unf.mask)
-    x = np.random.default_rng(1).standard_normal((N, N)) + 0j
+    x = xp.asarray(np.random.default_rng(1).standard_normal((N, N)) + 0j)
     back = unf.precondition(op.normal(x) + lam * x)
-    np.testing.assert_allclose(back, x, atol=1e-9)
+    assert_on(back)
+    np.testing.assert_allclose(to_numpy(back), to_numpy(x), atol=1e-9)
 
 
-def test_irregular_sampling_is_refused(data):
+def test_irregular_sampling_is_refused(data, xp):
     img, sens, mask, y = data
     vd = sampling.variable_density_mask((N, N), 4, acs=8)
+    sens_d = xp.asarray(sens)
     with pytest.raises(InvalidParameterError, match="not a uniform lattice"):
-        sense(y * vd, sens)
+        sense(xp.asarray(y * vd), sens_d)
     with pytest.raises(InvalidParameterError, match="acs_iter"):
-        sense(y, sens, acs_iter=-1)
+        sense(xp.asarray(y), sens_d, acs_iter=-1)
 
 
 def test_cli_sense(tmp_path, data, capsys):

@@ -1,9 +1,13 @@
-"""Sampling masks and pattern detection (mrirecon.sense.sampling)."""
+"""Sampling masks and pattern detection (mrirecon.sense.sampling).
+
+The mask generators make NumPy masks from shapes; the detection tests take the
+``xp`` fixture (NumPy always, CuPy where a GPU is present).
+"""
 
 import numpy as np
 import pytest
 
-from mrirecon.errors import InvalidParameterError
+from mrirecon.errors import InvalidParameterError, ShapeMismatchError
 from mrirecon.sense.sampling import caipi_mask, detect_pattern, uniform_mask, variable_density_mask
 
 
@@ -71,9 +75,10 @@ def test_variable_density_fraction_and_determinism():
 
 
 @pytest.mark.parametrize("r,acs,offset", [(4, 24, 1), (3, 0, 2), (2, 0, 0), (4, 10, 3)])
-def test_detect_uniform_from_mask(r, acs, offset):
+def test_detect_uniform_from_mask(r, acs, offset, xp):
     m = uniform_mask((96, 32), r, acs=acs, offset=offset)
-    p = detect_pattern(m)
+    assert isinstance(m, np.ndarray)
+    p = detect_pattern(xp.asarray(m))
     assert p.kind == "uniform" and p.accel == r and p.offset == offset
     if acs == 24 or acs == 0:  # unambiguous: no regular line touches the block
         assert p.acs_lines == acs
@@ -84,44 +89,47 @@ def test_detect_uniform_from_mask(r, acs, offset):
     assert np.array_equal(rebuilt, m[:, 0])
 
 
-def test_detect_ambiguous_acs_takes_largest_block():
+def test_detect_ambiguous_acs_takes_largest_block(xp):
     # R=2, offset 0: lines 116 and 140 are regular lines touching the ACS block [116, 140)
-    p = detect_pattern(uniform_mask((256, 8), 2, acs=24))
+    p = detect_pattern(xp.asarray(uniform_mask((256, 8), 2, acs=24)))
     assert (p.accel, p.offset, p.acs_lines, p.acs_start) == (2, 0, 25, 116)
 
 
-def test_detect_from_kspace_with_zeros():
+def test_detect_from_kspace_with_zeros(xp):
     rng = np.random.default_rng(0)
     m = uniform_mask((64, 40), 4, acs=12, offset=3)
     k = (rng.standard_normal((4, 64, 40)) + 1j * rng.standard_normal((4, 64, 40))).astype(np.complex64) * m
     k[:, 3, :] = 0  # a sampled line with all-zero coils except one sample
     k[3, 3, 7] = 1.0
-    p = detect_pattern(k)
+    p = detect_pattern(xp.asarray(k))
     assert (p.kind, p.accel, p.offset, p.acs_lines) == ("uniform", 4, 3, 12)
+    assert all(isinstance(v, int) for v in (p.accel, p.offset, p.acs_lines, p.acs_start))
     # a volume accelerated along axis 0 only
-    k3 = np.ones((2, 32, 16, 4), np.complex64) * uniform_mask((32, 16, 4), 2, acs=0)
+    k3 = xp.asarray(np.ones((2, 32, 16, 4), np.complex64) * uniform_mask((32, 16, 4), 2, acs=0))
     assert detect_pattern(k3).accel == 2 and detect_pattern(k3).kind == "uniform"
 
 
 @pytest.mark.parametrize(
     "ry,rz,shift,acs", [(2, 2, 1, (8, 8)), (2, 2, 0, (0, 0)), (4, 2, 3, (10, 12)), (2, 3, 1, (7, 5))]
 )
-def test_detect_caipi(ry, rz, shift, acs):
+def test_detect_caipi(ry, rz, shift, acs, xp):
     m = caipi_mask((48, 48, 6), (ry, rz), shift=shift, acs=acs)
-    p = detect_pattern(m)
+    p = detect_pattern(xp.asarray(m))
     assert p.kind == "caipi" and p.accel == (ry, rz) and p.shift == shift and p.offset == (0, 0)
     assert p.acs_lines == acs
-    k = np.ones((3, 48, 48, 6), np.complex64) * m
+    k = xp.asarray(np.ones((3, 48, 48, 6), np.complex64) * m)
     assert detect_pattern(k) == p
 
 
-def test_detect_irregular_full_and_empty():
-    p = detect_pattern(variable_density_mask((128, 32), 4, acs=16))
+def test_detect_irregular_full_and_empty(xp):
+    p = detect_pattern(xp.asarray(variable_density_mask((128, 32), 4, acs=16)))
     assert p.kind == "irregular" and p.accel == pytest.approx(4.0) and p.acs_lines >= 16
-    p3 = detect_pattern(variable_density_mask((48, 32, 4), 4, acs=8))
+    p3 = detect_pattern(xp.asarray(variable_density_mask((48, 32, 4), 4, acs=8)))
     assert p3.kind == "irregular" and p3.acs_lines[0] >= 8 and p3.acs_lines[1] >= 8
-    assert detect_pattern(np.ones((32, 16), bool)).kind == "full"
+    assert detect_pattern(xp.ones((32, 16), bool)).kind == "full"
     with pytest.raises(InvalidParameterError, match="no sampled k-space line"):
-        detect_pattern(np.zeros((32, 16), bool))
+        detect_pattern(xp.zeros((32, 16), bool))
     with pytest.raises(InvalidParameterError, match="no sampled k-space line"):
-        detect_pattern(np.zeros((4, 32, 16), np.complex64))
+        detect_pattern(xp.zeros((4, 32, 16), np.complex64))
+    with pytest.raises(ShapeMismatchError):
+        detect_pattern(xp.zeros((32,), bool))

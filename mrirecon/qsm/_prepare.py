@@ -51,9 +51,12 @@ def finish(prep: Prepared, chi, reference):
         else:
             mean = (chi.sum(dtype=xp.float64) / xp.count_nonzero(m)).astype(chi.dtype)
         if xp is not np:  # stays on the device: a 0-d array, no host round trip
-            chi -= mean
-            if m is not None:
-                chi *= m
+            if m is None:
+                chi -= mean
+            else:
+                from ..fft import _cupy_kernels
+
+                _cupy_kernels()["centre"](mean, m, chi)
         elif m is None:
             elementwise(np.subtract, chi, chi, chi.dtype.type(mean))
         else:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._xp import common_module, on_module
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module, next_fast_len, real_filter, rfftn
 from ..kspace import dipole_kernel, normalize_direction, normalize_voxel_size, xp_name
@@ -168,7 +169,7 @@ def _freeze(a):
 def _highpass(shape, vox, radius, dtype, xpname):
     """``1 - S``, the SHARP high-pass kernel (cached)."""
     s = _smv(shape, vox, radius, dtype, xpname)
-    return _freeze(np.dtype(dtype).type(1) - s)
+    return _freeze(1 - s)  # a Python scalar keeps the kernel's dtype on NumPy and CuPy
 
 
 @functools.lru_cache(maxsize=_SMALL_CACHE)
@@ -203,6 +204,7 @@ def _prepare(field, mask, voxel_size_mm):
     """
     if mask is None:
         raise InvalidParameterError("mask is required: a boolean brain mask of the field's shape")
+    mask = on_module(get_array_module(field), mask, "mask")
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=(0.0, 0.0, 1.0), pad=0)
     xp = get_array_module(prep.field)
     phi = xp.where(prep.mask, prep.field, 0)
@@ -501,6 +503,7 @@ def pdf(
     dtype = phi.dtype
     w2 = mask.astype(dtype)
     if weights is not None:
+        common_module(field=field, weights=weights)
         w = xp.asarray(weights)
         if w.shape != shape:
             raise ShapeMismatchError(f"weights shape {w.shape} does not match field shape {shape}")

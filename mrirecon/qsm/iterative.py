@@ -11,7 +11,8 @@ import functools
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from .._xp import common_module
+from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module, real_filter
 from ..kspace import dipole_kernel, gradient_sq_kernel, normalize_direction, normalize_voxel_size, xp_name
 from ..operators import Diagonal, Dipole, Gradient
@@ -33,7 +34,7 @@ def _weights(prep, weights):
     """Squared data weights W² on the prepared grid (None for W = 1)."""
     if weights is None:
         return None
-    xp = get_array_module(prep.field)
+    xp = common_module(field=prep.field, weights=weights)
     w = xp.asarray(weights)
     if w.shape != prep.shape:
         raise InvalidParameterError(f"weights shape {w.shape} does not match field shape {prep.shape}")
@@ -61,6 +62,15 @@ def _setup(field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
         prep.shape, voxel_size_mm=prep.voxel_size_mm, b0_dir=prep.b0_dir, dtype=dtype, xp=xp_name(xp)
     )
     return prep, xp, phi, dip, Gradient(prep.shape, dtype), _weights(prep, weights)
+
+
+def _start(xp, x0, shape, dtype):
+    """The warm start ``x0`` in the field's module and precision (a mixed NumPy/CuPy pair raises)."""
+    common_module(field=xp.empty(0), x0=x0)
+    x0 = xp.asarray(x0, dtype=dtype)
+    if tuple(x0.shape) != tuple(shape):
+        raise ShapeMismatchError(f"x0 shape {tuple(x0.shape)} does not match field shape {tuple(shape)}")
+    return x0
 
 
 def _masked(prep, chi):
@@ -146,7 +156,7 @@ def cg_l2(
 
         def normal(x):
             out = dip.normal(x)
-            out += lam_t * grad.normal(x)
+            out += grad.normal(x) * lam_t
             return out
     else:
         wop = Diagonal(w2, dtype)
@@ -154,11 +164,11 @@ def cg_l2(
 
         def normal(x):
             out = dip.forward(wop.forward(dip.forward(x)))
-            out += lam_t * grad.normal(x)
+            out += grad.normal(x) * lam_t
             return out
 
     bar = _progress(progress, max_iter, "CG-L2")
-    x_start = None if x0 is None else xp.asarray(x0, dtype=dtype)
+    x_start = None if x0 is None else _start(xp, x0, prep.shape, dtype)
     res = _run(cg, bar, callback, normal=normal, rhs=rhs, x0=x_start, max_iter=max_iter, tol=tol)
     chi = finish(prep, _masked(prep, res.x), reference)
     if return_result:
@@ -186,10 +196,11 @@ def _admm_kernel(shape, vox, b, dtype, xpname, mu):
     """``mu / (D² + mu G)`` (0 at k = 0), the ADMM χ-update filter."""
     d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xpname)
     g = gradient_sq_kernel(shape, half=True, dtype=dtype, xp=xpname)
+    mu_t = np.dtype(dtype).type(mu)
     denom = d * d
-    denom += np.dtype(dtype).type(mu) * g
+    denom += g * mu_t
     denom[(0, 0, 0)] = 1.0
-    k = np.dtype(dtype).type(mu) / denom
+    k = get_array_module(d).divide(mu_t, denom, out=denom)
     k[(0, 0, 0)] = 0.0
     if isinstance(k, np.ndarray):
         k.setflags(write=False)
@@ -291,14 +302,14 @@ def tv_admm(
 
         def normal(x):
             out = dip.forward(w2 * dip.forward(x))
-            out += mu_t * grad.normal(x)
+            out += grad.normal(x) * mu_t
             return out
 
         def chi_update(zu, chi_prev):
-            rhs = rhs_data + mu_t * grad.adjoint(zu)
+            rhs = rhs_data + grad.adjoint(zu) * mu_t
             return cg(normal, rhs, x0=chi_prev, max_iter=inner_iter, tol=1e-4).x
 
-    chi = xp.zeros(prep.shape, dtype) if x0 is None else xp.asarray(x0, dtype=dtype).copy()
+    chi = xp.zeros(prep.shape, dtype) if x0 is None else _start(xp, x0, prep.shape, dtype).copy()
     gx = grad.forward(chi)
     z = gx.copy()
     u = xp.zeros_like(z)
@@ -350,8 +361,8 @@ class _TVLine:
     def accept(self, t):
         """χ ← χ + t d: update the cached products instead of recomputing them."""
         t = self.p.dtype.type(t)
-        self.p.dx += t * self.dd
-        self.p.gx += t * self.gd
+        self.p.dx += self.dd * t
+        self.p.gx += self.gd * t
 
 
 class _TVProblem:
@@ -390,7 +401,7 @@ class _TVProblem:
         s += self.eps
         xp.sqrt(s, out=s)
         xp.divide(self.gx, s, out=s)
-        g += self.dtype.type(self.lam) * self.grad.adjoint(s)
+        g += self.grad.adjoint(s) * self.dtype.type(self.lam)
         return g
 
     def line(self, x, d):
@@ -448,7 +459,7 @@ def tv_nlcg(
     prep, xp, phi, dip, grad, w2 = _setup(
         field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
     )
-    start = xp.zeros(prep.shape, phi.dtype) if x0 is None else xp.asarray(x0, dtype=phi.dtype)
+    start = xp.zeros(prep.shape, phi.dtype) if x0 is None else _start(xp, x0, prep.shape, phi.dtype)
     problem = _TVProblem(dip, grad, phi, w2, float(lam), eps, start)
     bar = _progress(progress, max_iter, "TV-NLCG")
     res = _run(

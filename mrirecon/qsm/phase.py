@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._xp import common_module, on_module
+from ..device import get_array_module
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import real_filter
-from ..kspace import frequency_grid, normalize_voxel_size
+from ..kspace import frequency_grid, normalize_voxel_size, xp_name
 from .units import field_to_ppm
 
 __all__ = [
@@ -42,8 +44,9 @@ def _float_dtype(x) -> np.dtype:
 
 
 def _check_real(name, x):
-    x = np.asarray(x)
-    if np.iscomplexobj(x):
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    if xp.iscomplexobj(x):
         raise InvalidParameterError(
             f"{name} must be real (an angle), got a complex array; pass np.angle(z) for complex data"
         )
@@ -53,18 +56,27 @@ def _check_real(name, x):
 
 
 def _check_finite(name, x) -> None:
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x)))
+    xp = get_array_module(x)
+    if np.issubdtype(x.dtype, np.floating) and not bool(xp.isfinite(x).all()):
+        bad = int(xp.count_nonzero(~xp.isfinite(x)))
         raise InvalidParameterError(f"{name} has {bad} NaN/Inf values; it must be finite everywhere")
 
 
 def _wrap(out):
-    """Wrap values within ±(π + tol) into [-π, π) in place (one period at most)."""
+    """Wrap values within ±(π + tol) into [-π, π) (one period at most); in place for NumPy.
+
+    Use the returned array (on CuPy it is a new one).
+    """
     pi = out.dtype.type(np.pi)
     two_pi = out.dtype.type(2 * np.pi)
-    out[out >= pi] -= two_pi
-    out[out < -pi] += two_pi
-    return out
+    xp = get_array_module(out)
+    if xp is np:
+        out[out >= pi] -= two_pi
+        out[out < -pi] += two_pi
+        return out
+    # the same values without boolean-mask indexing (which synchronises the device)
+    out = xp.where(out >= pi, out - two_pi, out)
+    return xp.where(out < -pi, out + two_pi, out)
 
 
 def _integer_range(lo: float, hi: float) -> tuple[int, int]:
@@ -132,7 +144,7 @@ def phase_to_radians(phase, *, units=None):
         )
     dtype = _float_dtype(x)
     if x.size == 0:
-        return np.empty(x.shape, dtype=dtype)
+        return get_array_module(x).empty(x.shape, dtype=dtype)
     lo, hi = float(x.min()), float(x.max())
     bound = np.pi + _RAD_TOL
     in_radians = -bound <= lo and hi <= bound
@@ -163,17 +175,29 @@ def phase_to_radians(phase, *, units=None):
     return _wrap(out)
 
 
-def laplacian_kernels(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), dtype=np.float32):
+def laplacian_kernels(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), dtype=np.float32, xp="numpy"):
     """Half-spectrum Laplacian symbol and its inverse, ``(L, L⁻¹)`` (cached, read-only).
 
     ``L(k) = -4π² |k|²`` with k in cycles/mm (so ``L`` is in 1/mm²);
-    ``L⁻¹ = 1/L`` with ``L⁻¹(0) = 0``.
+    ``L⁻¹ = 1/L`` with ``L⁻¹(0) = 0``. ``xp`` (``"numpy"`` or ``"cupy"``, or
+    the module) is the array module of the returned kernels.
     """
-    return _laplacian_kernels(
-        tuple(int(n) for n in shape),
-        normalize_voxel_size(voxel_size_mm, len(shape)),
-        np.dtype(dtype).name,
-    )
+    shape = tuple(int(n) for n in shape)
+    vox = normalize_voxel_size(voxel_size_mm, len(shape))
+    dtype = np.dtype(dtype).name
+    name = xp_name(xp)
+    if name == "numpy":
+        return _laplacian_kernels(shape, vox, dtype)
+    return _laplacian_kernels_on(shape, vox, dtype, name)
+
+
+@functools.lru_cache(maxsize=4)
+def _laplacian_kernels_on(shape, vox, dtype, name):
+    """The kernels copied once to another array module (built on the host: a few planes of work)."""
+    import importlib
+
+    m = importlib.import_module(name)
+    return tuple(m.asarray(k) for k in _laplacian_kernels(shape, vox, dtype))
 
 
 @functools.lru_cache(maxsize=4)
@@ -253,7 +277,7 @@ def laplacian_unwrap(phase, *, voxel_size_mm=(1.0, 1.0, 1.0)):
     dtype = _float_dtype(x)
     vox = normalize_voxel_size(voxel_size_mm, 3)
     if x.ndim == 4:
-        out = np.empty(x.shape, dtype=dtype)
+        out = get_array_module(x).empty(x.shape, dtype=dtype)
         for e in range(x.shape[0]):
             out[e] = _unwrap3(x[e].astype(dtype, copy=False), vox)
         return out
@@ -261,9 +285,10 @@ def laplacian_unwrap(phase, *, voxel_size_mm=(1.0, 1.0, 1.0)):
 
 
 def _unwrap3(phi, vox):
-    lap, inv = laplacian_kernels(phi.shape, voxel_size_mm=vox, dtype=phi.dtype)
-    s = np.sin(phi)
-    c = np.cos(phi)
+    xp = get_array_module(phi)
+    lap, inv = laplacian_kernels(phi.shape, voxel_size_mm=vox, dtype=phi.dtype, xp=xp)
+    s = xp.sin(phi)
+    c = xp.cos(phi)
     lap_s = real_filter(s, lap)
     lap_c = real_filter(c, lap)
     lap_s *= c  # cos φ ∇² sin φ
@@ -288,9 +313,9 @@ class EchoFit:
         ``sqrt(Σ w_n r_n² / Σ w_n)``.
     """
 
-    field_hz: np.ndarray
-    offset_rad: np.ndarray
-    residual_rad: np.ndarray
+    field_hz: object
+    offset_rad: object
+    residual_rad: object
 
 
 def _check_te(te_s, n_echoes) -> np.ndarray:
@@ -377,7 +402,9 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     _check_finite("phase", p)
     dtype = _float_dtype(p)
     spatial = p.shape[1:]
+    xp = get_array_module(p)
     if magnitude is not None:
+        common_module(phase=p, magnitude=magnitude)
         mag = _check_real("magnitude", magnitude)
         if mag.shape != p.shape:
             raise ShapeMismatchError(
@@ -389,7 +416,7 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
         top = float(mag.max())
         inv_top = dtype.type(1.0 / top) if top > 0 else dtype.type(1.0)
     if mask is not None:
-        mask = np.asarray(mask)
+        mask = on_module(xp, mask, "mask")
         if mask.shape != spatial:
             raise ShapeMismatchError(f"mask shape {mask.shape} does not match the spatial shape {spatial}")
         mask = mask.astype(bool, copy=False)
@@ -405,11 +432,13 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     # times relative to their mean and in units of their range: O(1) numbers in float32
     t0 = float(te.mean())
     span = float(te.max() - te.min())
-    tn = [dtype.type((t - t0) / span) for t in te]
+    # (Python floats holding values of the working precision: weak scalars keep the
+    # arrays' dtype on NumPy and CuPy, on either side of an operator)
+    tn = [float(dtype.type((t - t0) / span)) for t in te]
 
     # pass 1: total weight and weighted mean time
-    s_w = np.zeros(spatial, dtype=dtype)
-    s_t = np.zeros(spatial, dtype=dtype)
+    s_w = xp.zeros(spatial, dtype=dtype)
+    s_t = xp.zeros(spatial, dtype=dtype)
     for n in range(p.shape[0]):
         w = weight(n)
         if w is None:
@@ -421,14 +450,14 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     good_w = s_w > 0
     if mask is not None:
         good_w &= mask
-    safe_w = np.where(good_w, s_w, dtype.type(1))
+    safe_w = xp.where(good_w, s_w, 1).astype(dtype, copy=False)
     t_bar = s_t / safe_w
     del s_t
 
     # pass 2: weighted centred sums
-    s_tt = np.zeros(spatial, dtype=dtype)
-    s_tp = np.zeros(spatial, dtype=dtype)
-    s_p = np.zeros(spatial, dtype=dtype)
+    s_tt = xp.zeros(spatial, dtype=dtype)
+    s_tp = xp.zeros(spatial, dtype=dtype)
+    s_p = xp.zeros(spatial, dtype=dtype)
     for n in range(p.shape[0]):
         w = weight(n)
         phi = p[n].astype(dtype, copy=False)
@@ -443,15 +472,16 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
         wdt *= dt
         s_tt += wdt
         del wdt, dt
-    good = good_w & (s_tt > dtype.type(1e-6) * safe_w)
-    slope = np.where(good, s_tp / np.where(good, s_tt, dtype.type(1)), dtype.type(0))  # rad per span
-    mean_p = np.where(good_w, s_p / safe_w, dtype.type(0))
+    good = good_w & (s_tt > safe_w * dtype.type(1e-6))
+    slope = xp.where(good, s_tp / xp.where(good, s_tt, 1).astype(dtype, copy=False), 0)  # rad per span
+    slope = slope.astype(dtype, copy=False)
+    mean_p = xp.where(good_w, s_p / safe_w, 0).astype(dtype, copy=False)
     del s_tt, s_tp, s_p
     # φ_n ≈ mean_p + slope (tn_n - t_bar)
     offset_c = mean_p - slope * t_bar  # phase at the mean TE (tn = 0)
 
     # pass 3: weighted RMS residual
-    s_r = np.zeros(spatial, dtype=dtype)
+    s_r = xp.zeros(spatial, dtype=dtype)
     for n in range(p.shape[0]):
         w = weight(n)
         r = p[n].astype(dtype, copy=True)
@@ -462,12 +492,12 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
             r *= w
         s_r += r
         del r
-    residual = np.sqrt(s_r / safe_w)
-    residual[~good_w] = 0
+    residual = xp.sqrt(s_r / safe_w)
+    residual = xp.where(good_w, residual, 0).astype(dtype, copy=False)
 
     field_hz = slope * dtype.type(1.0 / (2.0 * np.pi * span))
     offset = offset_c - slope * dtype.type(t0 / span)  # phase at TE = 0
-    offset[~good_w] = 0
+    offset = xp.where(good_w, offset, 0).astype(dtype, copy=False)
     return EchoFit(field_hz=field_hz, offset_rad=offset, residual_rad=residual)
 
 
@@ -514,7 +544,7 @@ def unwrap_echoes(phase, *, voxel_size_mm=(1.0, 1.0, 1.0), temporal=True):
     _check_finite("phase", x)
     dtype = _float_dtype(x)
     vox = normalize_voxel_size(voxel_size_mm, 3)
-    out = np.empty(x.shape, dtype=dtype)
+    out = get_array_module(x).empty(x.shape, dtype=dtype)
     out[0] = _unwrap3(x[0].astype(dtype, copy=False), vox)
     for e in range(1, x.shape[0]):
         diff = _wrap((x[e] - x[e - 1]).astype(dtype, copy=False))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._xp import common_module, on_module
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..kspace import normalize_direction, normalize_voxel_size
 from .units import field_to_ppm
@@ -39,22 +40,23 @@ class PipelineResult:
         Every parameter used (for provenance sidecars).
     """
 
-    chi: np.ndarray
-    local_field_ppm: np.ndarray
-    total_field_hz: np.ndarray
-    mask: np.ndarray
-    brain_mask: np.ndarray
+    chi: object
+    local_field_ppm: object
+    total_field_hz: object
+    mask: object
+    brain_mask: object
     timings_s: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
 
 
 def _check_inputs(magnitude, phase, te_s):
-    phase = np.asarray(phase)
+    xp = common_module(magnitude=magnitude, phase=phase)
+    phase = xp.asarray(phase)
     if phase.ndim == 3:
         phase = phase[None]
     if phase.ndim != 4:
         raise ShapeMismatchError(f"phase must be (echo, x, y, z) or (x, y, z), got shape {phase.shape}")
-    magnitude = np.asarray(magnitude, dtype=np.float32)
+    magnitude = xp.asarray(magnitude, dtype=np.float32)
     if magnitude.ndim == 3:
         magnitude = magnitude[None]
     if magnitude.shape != phase.shape:
@@ -73,9 +75,9 @@ def _check_inputs(magnitude, phase, te_s):
     if len(np.unique(te)) < 2:
         raise InvalidParameterError(f"echo times must not all be equal, got {te.tolist()}")
     for name, arr in (("magnitude", magnitude), ("phase", phase)):
-        if not np.all(np.isfinite(arr)):
+        if not bool(xp.isfinite(arr).all()):
             raise InvalidParameterError(f"{name} has NaN/Inf values")
-    return magnitude, phase, te
+    return xp, magnitude, phase, te
 
 
 def pipeline(
@@ -133,6 +135,9 @@ def pipeline(
     Returns
     -------
     PipelineResult
+        Its arrays are in the module of ``magnitude`` and ``phase``: given
+        CuPy arrays, every step runs on the GPU and the results stay there
+        (a NumPy ``mask`` is copied to the device once).
     """
     from . import background as bg
     from . import masking
@@ -151,7 +156,7 @@ def pipeline(
         raise InvalidParameterError(f"b0_tesla must be a positive number, got {b0_tesla!r}")
     vox = normalize_voxel_size(voxel_size_mm)
     b0 = normalize_direction(b0_dir)
-    magnitude, phase, te = _check_inputs(magnitude, phase, te_s)
+    xp, magnitude, phase, te = _check_inputs(magnitude, phase, te_s)
     mask_options, background_options, method_options = (
         dict(o or {}) for o in (mask_options, background_options, method_options)
     )
@@ -171,12 +176,12 @@ def pipeline(
     if mask is None:
         brain = masking.mask_from_magnitude(magnitude, **mask_options)
     else:
-        brain = np.asarray(mask).astype(bool)
+        brain = on_module(xp, mask, "mask").astype(bool)
         if brain.shape != magnitude.shape[1:]:
             raise ShapeMismatchError(
                 f"mask shape {brain.shape} does not match the images' {magnitude.shape[1:]}"
             )
-        if not brain.any():
+        if not bool(brain.any()):
             raise InvalidParameterError("mask is empty")
     step("mask")
     unwrapped = phase_tools.unwrap_echoes(rad, voxel_size_mm=vox)
@@ -190,7 +195,7 @@ def pipeline(
         background_options.setdefault("b0_dir", b0)
     removed = fn(total_ppm, brain, voxel_size_mm=vox, **background_options)
     local, roi = removed.local_field, removed.mask
-    if not roi.any():
+    if not bool(roi.any()):
         raise InvalidParameterError(
             f"background removal ({background}) left an empty mask; is the brain mask too small?"
         )

@@ -13,6 +13,16 @@ spatial shape ``(n0, n1)`` (slice) or ``(n0, n1, n2)`` (volume); axis 0 (and
 axis 1 for 2-D acceleration) is phase-encoded, the last axis is the readout.
 k-space and images are related by the centred orthonormal FFTs of
 :mod:`mrirecon.fft` over the spatial axes. complex64 unless asked otherwise.
+
+Devices: :func:`simulate_coil_maps` and :func:`noise_covariance` make data
+from shapes and numbers and return NumPy arrays (move them with
+:func:`mrirecon.device.to_device`). Everything that takes coil data
+(:func:`apply_coil_matrix`, :func:`prewhiten`, :func:`coil_compress`,
+:func:`ratio_maps`, :func:`espirit_maps`) returns arrays of the data's module,
+NumPy or CuPy, and does the work on the data's device; only coil × coil
+matrices (covariance, whitening and compression matrices) and, for ESPIRiT,
+the small calibration block are factorised on the host, and the small results
+are copied back.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import math
 import numpy as np
 
 from .. import fft as _fft
+from ..device import get_array_module, is_device_array, to_numpy
 from ..errors import InvalidParameterError, ShapeMismatchError
 
 __all__ = [
@@ -48,8 +59,8 @@ def _spatial_axes(ndim_spatial: int) -> tuple[int, ...]:
     return tuple(range(-ndim_spatial, 0))
 
 
-def _coil_array(x, name: str, *, ndims=(3, 4)) -> np.ndarray:
-    arr = np.asarray(x)
+def _coil_array(x, name: str, *, ndims=(3, 4)):
+    arr = get_array_module(x).asarray(x)
     if arr.ndim not in ndims:
         forms = {3: "(coil, n0, n1)", 4: "(coil, n0, n1, n2)"}
         want = " or ".join(forms[n] for n in ndims)
@@ -164,9 +175,11 @@ def simulate_coil_maps(
 
     Returns
     -------
-    ndarray, shape ``(n_coils, *shape)``
+    numpy.ndarray, shape ``(n_coils, *shape)``
         Normalised so that the root-sum-of-squares over coils,
-        ``sqrt(sum_c |S_c|**2)``, has maximum 1 over the grid.
+        ``sqrt(sum_c |S_c|**2)``, has maximum 1 over the grid. Always on the
+        host (the maps are made from a shape, not from data): for the GPU,
+        ``mrirecon.device.to_device(maps, "gpu")``.
     """
     try:
         dims = tuple(int(n) for n in shape)
@@ -264,7 +277,7 @@ def noise_covariance(n_coils, *, correlation=0.1, seed=0):
 
     Returns
     -------
-    ndarray, complex128, shape ``(n_coils, n_coils)``
+    numpy.ndarray, complex128, shape ``(n_coils, n_coils)``
 
     Raises
     ------
@@ -301,16 +314,23 @@ def apply_coil_matrix(matrix, arr):
     ----------
     matrix : ndarray, shape ``(m, n_coils)``
         E.g. the whitening matrix of :func:`prewhiten` or the compression matrix of
-        :func:`coil_compress`.
+        :func:`coil_compress`. A NumPy matrix is copied to the device for CuPy
+        ``arr``; a CuPy matrix with NumPy ``arr`` raises.
     arr : ndarray, shape ``(n_coils, ...)``
-        k-space, images or sensitivity maps (coils first).
+        k-space, images or sensitivity maps (coils first), NumPy or CuPy.
 
     Returns
     -------
-    ndarray, shape ``(m, ...)``, of the result dtype of the two.
+    ndarray, shape ``(m, ...)``, of the result dtype of the two, of ``arr``'s module.
     """
-    matrix = np.asarray(matrix)
-    arr = np.asarray(arr)
+    xp = get_array_module(arr)
+    arr = xp.asarray(arr)
+    if xp is np and is_device_array(matrix):
+        raise InvalidParameterError(
+            "the coil matrix is a CuPy array but the data are a NumPy array: move one of them with "
+            "mrirecon.device.to_device"
+        )
+    matrix = xp.asarray(matrix)
     if matrix.ndim != 2 or arr.ndim < 1 or matrix.shape[1] != arr.shape[0]:
         raise ShapeMismatchError(
             f"coil matrix of shape {matrix.shape} does not fit data with {arr.shape[0] if arr.ndim else 0} "
@@ -342,23 +362,30 @@ def prewhiten(kspace_or_images, *, noise=None, covariance=None):
     Returns
     -------
     whitened : ndarray, shape of the input, complex (complex64 unless the input is
-        double precision)
-    W : ndarray, shape ``(coil, coil)``, lower triangular, of the same dtype.
+        double precision), of the input's module (NumPy or CuPy)
+    W : ndarray, shape ``(coil, coil)``, lower triangular, of the same dtype and module.
+
+    Notes
+    -----
+    The covariance of a noise scan is accumulated on the noise scan's device;
+    the Cholesky factor of the (coil × coil) covariance is computed on the host
+    and ``W`` copied to the data's device.
     """
-    data = np.asarray(kspace_or_images)
+    xp = get_array_module(kspace_or_images)
+    data = xp.asarray(kspace_or_images)
     if data.ndim < 1:
         raise ShapeMismatchError("data must have the coils on axis 0")
     nc = data.shape[0]
     if (noise is None) == (covariance is None):
         raise InvalidParameterError("give exactly one of noise= (a noise scan) and covariance=")
     if noise is not None:
-        noise = np.asarray(noise)
+        noise = get_array_module(noise).asarray(noise)
         if noise.ndim < 2 or noise.shape[0] != nc:
             raise ShapeMismatchError(f"noise must have the shape ({nc}, samples), got {noise.shape}")
         nmat = noise.reshape(nc, -1).astype(np.complex128)
-        cov = nmat @ nmat.conj().T / nmat.shape[1]
+        cov = to_numpy(nmat @ nmat.conj().T) / nmat.shape[1]
     else:
-        cov = np.asarray(covariance, dtype=np.complex128)
+        cov = to_numpy(covariance).astype(np.complex128)
         if cov.shape != (nc, nc):
             raise ShapeMismatchError(f"covariance must have the shape ({nc}, {nc}), got {cov.shape}")
     try:
@@ -368,7 +395,7 @@ def prewhiten(kspace_or_images, *, noise=None, covariance=None):
     w = np.linalg.solve(chol, np.eye(nc))
     w = np.tril(w)
     dtype = _complex_dtype(data)
-    w = w.astype(dtype)
+    w = xp.asarray(w.astype(dtype))
     return apply_coil_matrix(w, data.astype(dtype, copy=False)), w
 
 
@@ -395,12 +422,18 @@ def coil_compress(kspace, n_virtual, *, calib=None, return_energy=False):
 
     Returns
     -------
-    compressed : ndarray, shape ``(n_virtual, ...)``
-    matrix : ndarray, shape ``(n_virtual, n_coils)``
+    compressed : ndarray, shape ``(n_virtual, ...)``, of ``kspace``'s module (NumPy or CuPy)
+    matrix : ndarray, shape ``(n_virtual, n_coils)``, of the same module
     energy : float
         Only with ``return_energy=True``.
+
+    Notes
+    -----
+    The coil Gram matrix ``X X^H`` is accumulated on the data's device; its
+    (coil × coil) eigendecomposition runs on the host.
     """
-    data = np.asarray(kspace)
+    xp = get_array_module(kspace)
+    data = xp.asarray(kspace)
     if data.ndim < 2:
         raise ShapeMismatchError(f"kspace must have the shape (coil, ...), got {data.shape}")
     nc = data.shape[0]
@@ -410,11 +443,11 @@ def coil_compress(kspace, n_virtual, *, calib=None, return_energy=False):
         or not 1 <= n_virtual <= nc
     ):
         raise InvalidParameterError(f"n_virtual must be an integer in [1, {nc}], got {n_virtual!r}")
-    src = data if calib is None else np.asarray(calib)
+    src = data if calib is None else get_array_module(calib).asarray(calib)
     if src.shape[0] != nc:
         raise ShapeMismatchError(f"calib has {src.shape[0]} coils, kspace has {nc}")
     x = src.reshape(nc, -1).astype(np.complex128)
-    gram = x @ x.conj().T
+    gram = to_numpy(x @ x.conj().T)
     evals, evecs = np.linalg.eigh(gram)
     order = np.argsort(evals)[::-1]
     evals = np.clip(evals[order], 0.0, None)
@@ -422,7 +455,7 @@ def coil_compress(kspace, n_virtual, *, calib=None, return_energy=False):
     energy = float(evals[:n_virtual].sum() / evals.sum()) if evals.sum() > 0 else 1.0
     _log.info("coil compression %d -> %d virtual coils keeps %.4f of the energy", nc, n_virtual, energy)
     dtype = _complex_dtype(data)
-    matrix = evecs[:, :n_virtual].conj().T.astype(dtype)
+    matrix = xp.asarray(evecs[:, :n_virtual].conj().T.astype(dtype))
     out = apply_coil_matrix(matrix, data.astype(dtype, copy=False))
     return (out, matrix, energy) if return_energy else (out, matrix)
 
@@ -431,9 +464,10 @@ def coil_compress(kspace, n_virtual, *, calib=None, return_energy=False):
 # sensitivities from the ACS block
 # --------------------------------------------------------------------------
 def _normalise_phase(maps):
+    xp = get_array_module(maps)
     ref = maps[0]
-    mag = np.abs(ref)
-    phase = np.where(mag > 0, np.conj(ref) / np.where(mag > 0, mag, 1), 1)
+    mag = xp.abs(ref)
+    phase = xp.where(mag > 0, xp.conj(ref) / xp.where(mag > 0, mag, 1), 1)
     return maps * phase
 
 
@@ -474,9 +508,11 @@ def ratio_maps(kspace, *, acs_lines=24, window="hann", beta=4.0, threshold=0.05)
 
     Returns
     -------
-    ndarray, shape of ``kspace``, complex64 (complex128 for double input).
+    ndarray, shape of ``kspace``, complex64 (complex128 for double input), of
+    ``kspace``'s module (NumPy or CuPy; computed on its device).
     """
     ksp = _coil_array(kspace, "kspace")
+    xp = get_array_module(ksp)
     nd = ksp.ndim - 1
     sizes = (acs_lines,) if np.ndim(acs_lines) == 0 else tuple(acs_lines)
     max_axes = 1 if nd == 2 else 2  # phase-encoding axes
@@ -487,7 +523,7 @@ def ratio_maps(kspace, *, acs_lines=24, window="hann", beta=4.0, threshold=0.05)
             f"acs_lines must be a positive int (or a pair for a volume), got {acs_lines!r}"
         )
     dtype = _complex_dtype(ksp)
-    low = np.zeros(ksp.shape, dtype=dtype)
+    low = xp.zeros(ksp.shape, dtype=dtype)
     sl = [slice(None)] * ksp.ndim
     taper = 1.0
     for axis, a in enumerate(sizes):
@@ -500,21 +536,25 @@ def ratio_maps(kspace, *, acs_lines=24, window="hann", beta=4.0, threshold=0.05)
         shp[1 + axis] = a
         taper = taper * _window(a, window, beta).reshape(shp)
     sl = tuple(sl)
+    if not np.isscalar(taper):
+        taper = xp.asarray(taper)
     low[sl] = ksp[sl] * taper
     img = _fft.ifftc(low, axes=_spatial_axes(nd))
-    rss = np.sqrt(np.sum(np.abs(img) ** 2, axis=0))
+    rss = xp.sqrt(xp.sum(xp.abs(img) ** 2, axis=0))
     support = rss > threshold * rss.max()
-    maps = np.where(support, img / np.where(support, rss, 1), 0)
+    maps = xp.where(support, img / xp.where(support, rss, 1), 0)
     return _normalise_phase(maps).astype(dtype)
 
 
-def _espirit_gram(kernels, nc, k, shape):
+def _espirit_gram(kernels, nc, k, shape, xp=np):
     """Per-pixel ESPIRiT matrices ``G(x) = sum_j h_j(x) h_j(x)^H`` (npix, nc, nc), via k-space.
 
     ``h_j = ifftc(zero-padded kernel j)`` (orthonormal, centred), scaled by
     ``N / k**2``. Entry (c, d) equals ``sqrt(N) / k**2 * ifftc(R_cd)`` with
     ``R_cd(δ) = sum_j sum_b K_jc(b + δ) conj(K_jd(b))`` supported on
     ``|δ| < k``: one FFT per coil pair instead of one per kernel and coil.
+    The kernels' autocorrelation is small and computed on the host; the
+    zero-padded images, their FFTs and the matrices are made in ``xp``.
     """
     n0, n1 = shape
     kern = kernels.reshape(-1, nc, k, k)
@@ -528,12 +568,14 @@ def _espirit_gram(kernels, nc, k, shape):
                 :, :, :, :, b0, b1
             ].transpose(0, 3, 1, 2)
     iu0, iu1 = np.triu_indices(nc)
-    padded = np.zeros((iu0.size, n0, n1), dtype=np.complex64)
+    padded = xp.zeros((iu0.size, n0, n1), dtype=np.complex64)
     c0, c1 = n0 // 2, n1 // 2
-    padded[:, c0 - (k - 1) : c0 + k, c1 - (k - 1) : c1 + k] = lag[iu0, iu1]
-    img = _fft.ifftc(padded, axes=(-2, -1)) * np.float32(math.sqrt(n0 * n1) / k**2)
-    gram = np.empty((n0 * n1, nc, nc), dtype=np.complex64)
+    padded[:, c0 - (k - 1) : c0 + k, c1 - (k - 1) : c1 + k] = xp.asarray(lag[iu0, iu1].astype(np.complex64))
+    img = _fft.ifftc(padded, axes=(-2, -1))
+    img *= np.float32(math.sqrt(n0 * n1) / k**2)
+    gram = xp.empty((n0 * n1, nc, nc), dtype=np.complex64)
     flat = img.reshape(iu0.size, -1).T
+    iu0, iu1 = xp.asarray(iu0), xp.asarray(iu1)
     gram[:, iu0, iu1] = flat
     gram[:, iu1, iu0] = flat.conj()
     return gram
@@ -564,7 +606,10 @@ def espirit_maps(kspace, *, acs=24, kernel=6, threshold=0.02, eig_threshold=0.95
     Parameters
     ----------
     kspace : ndarray, shape ``(coil, n0, n1)``
-        The ACS block must be fully sampled (other lines may be zero).
+        The ACS block must be fully sampled (other lines may be zero). NumPy or
+        CuPy: the results are of the same module. On the GPU, steps 1-2 (the
+        calibration block, ``coil x acs x acs``, and its SVD) run on the host;
+        step 3's FFTs and step 4's per-pixel eigenproblems on the GPU.
     acs : int or pair of int, optional
         Calibration block size (default 24).
     kernel : int, optional
@@ -585,6 +630,7 @@ def espirit_maps(kspace, *, acs=24, kernel=6, threshold=0.02, eig_threshold=0.95
         The largest eigenvalue per pixel (about 1 where the maps are reliable).
     """
     ksp = _coil_array(kspace, "kspace", ndims=(3,))
+    xp = get_array_module(ksp)
     nc, n0, n1 = ksp.shape
     a0, a1 = (acs, acs) if np.ndim(acs) == 0 else tuple(acs)
     k = int(kernel)
@@ -598,31 +644,32 @@ def espirit_maps(kspace, *, acs=24, kernel=6, threshold=0.02, eig_threshold=0.95
     if method not in ("auto", "eigh", "power"):
         raise InvalidParameterError(f"method must be 'auto', 'eigh' or 'power', got {method!r}")
     s0, s1 = n0 // 2 - a0 // 2, n1 // 2 - a1 // 2
-    calib = np.asarray(ksp[:, s0 : s0 + a0, s1 : s1 + a1], dtype=np.complex128)
+    calib = to_numpy(ksp[:, s0 : s0 + a0, s1 : s1 + a1]).astype(np.complex128)
     if not np.any(calib):
         raise InvalidParameterError("the ACS block of kspace is empty")
     win = np.lib.stride_tricks.sliding_window_view(calib, (k, k), axis=(1, 2))  # (nc, w0, w1, k, k)
     mat = win.transpose(1, 2, 0, 3, 4).reshape(-1, nc * k * k)
     _, sv, vh = np.linalg.svd(mat, full_matrices=False)
     kernels = vh[sv > threshold * sv.max()]
-    gram = _espirit_gram(kernels, nc, k, (n0, n1))
+    gram = _espirit_gram(kernels, nc, k, (n0, n1), xp)
     if method == "auto":
         method = "eigh" if nc <= 8 else "power"
+    tiny = np.float32(np.finfo(np.float32).tiny)
     if method == "eigh":
-        evals, evecs = np.linalg.eigh(gram)
+        evals, evecs = xp.linalg.eigh(gram)
         lam = evals[:, -1]
         vec = evecs[:, :, -1]
     else:
         vec = gram.sum(axis=2)
-        nrm = np.linalg.norm(vec, axis=1, keepdims=True)
-        vec /= np.maximum(nrm, np.finfo(np.float32).tiny)
+        nrm = xp.linalg.norm(vec, axis=1, keepdims=True)
+        vec /= xp.maximum(nrm, tiny)
         for _ in range(int(n_iter)):  # batched over pixels
-            vec = np.matmul(gram, vec[:, :, None])[:, :, 0]
-            nrm = np.linalg.norm(vec, axis=1, keepdims=True)
-            vec /= np.maximum(nrm, np.finfo(np.float32).tiny)
-        lam = np.real(np.einsum("pc,pcd,pd->p", vec.conj(), gram, vec))
+            vec = xp.matmul(gram, vec[:, :, None])[:, :, 0]
+            nrm = xp.linalg.norm(vec, axis=1, keepdims=True)
+            vec /= xp.maximum(nrm, tiny)
+        lam = xp.real(xp.sum(vec.conj() * xp.matmul(gram, vec[:, :, None])[:, :, 0], axis=1))
     lam = lam.reshape(n0, n1).astype(np.float32)
     maps = vec.T.reshape(nc, n0, n1)
     maps = _normalise_phase(maps)
-    maps = np.where(lam > eig_threshold, maps, 0).astype(np.complex64)
+    maps = xp.where(lam > eig_threshold, maps, 0).astype(np.complex64)
     return maps, lam

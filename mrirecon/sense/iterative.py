@@ -12,17 +12,23 @@ closed form. The compressed-sensing baselines use the usual ½ on the data term:
 
 so their λ is not on the scale of the L2 methods' λ (for the L2 objective
 with a ½, the equivalent Tikhonov weight would be λ/2).
+
+Devices: k-space and coil maps are both NumPy (CPU) or both CuPy (GPU); every
+iteration then runs on that device and the result comes back there. On the
+GPU, :func:`l1_wavelet` applies the wavelet transform as one small matrix per
+axis and level (the matrices of PyWavelets' periodized transform, built once
+on the host), since PyWavelets itself runs on the CPU only.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..device import get_array_module
 from ..errors import InvalidParameterError, ShapeMismatchError
-from ..fft import get_array_module
 from ..operators import Gradient
 from ..solvers import ProgressBar, SolverResult, cg, chain, dot_real, norm
-from .operator import SenseOp, check_mask, check_sens
+from .operator import SenseOp, check_mask, check_sens, common_module
 
 __all__ = ["cg_sense", "l1_wavelet", "power_iteration", "tv"]
 
@@ -45,8 +51,8 @@ def _check_lam(lam, *, positive=False):
 
 def _setup(kspace, sens, mask):
     """Validate inputs; return (SenseOp, masked k-space in the operator's dtype)."""
+    xp = common_module(kspace=kspace, sens=sens)
     sens = check_sens(sens)
-    xp = get_array_module(sens)
     kspace = xp.asarray(kspace)
     if tuple(kspace.shape) != tuple(sens.shape):
         raise ShapeMismatchError(
@@ -77,6 +83,7 @@ def _progress(progress, max_iter, desc):
 def _x0(x0, op, xp):
     if x0 is None:
         return xp.zeros(op.shape_in, dtype=op.dtype)
+    common_module(x0=x0, sens=op.sens)
     x0 = xp.asarray(x0)
     if tuple(x0.shape) != op.shape_in:
         raise ShapeMismatchError(f"x0 must have the spatial shape {op.shape_in}, got {tuple(x0.shape)}")
@@ -87,10 +94,12 @@ def power_iteration(op, *, n_iter=15, seed=0):
     """Estimate the largest eigenvalue of ``op.normal`` (``‖A‖²``) by power iteration.
 
     Returns the Rayleigh quotient after ``n_iter`` iterations from a seeded
-    random start: a lower bound that approaches ``‖A‖²`` from below.
+    random start: a lower bound that approaches ``‖A‖²`` from below. The start
+    is drawn on the host (the same on every device) and, for an operator on
+    the GPU (``op.xp`` is CuPy), copied there once.
     """
     rng = np.random.default_rng(seed)
-    xp = get_array_module(getattr(op, "sens", np.zeros(1)))
+    xp = getattr(op, "xp", None) or get_array_module(getattr(op, "sens", np.zeros(1)))
     x = rng.standard_normal(op.shape_in) + 1j * rng.standard_normal(op.shape_in)
     x = xp.asarray(x.astype(op.dtype))
     x /= norm(x)
@@ -220,11 +229,84 @@ class _Wavelet:
         return x[tuple(slice(0, n) for n in self.shape)].astype(arr.dtype, copy=False)
 
 
+class _MatrixWavelet:
+    """PyWavelets' periodized n-D transform as one analysis matrix per axis and level, for any module.
+
+    The same linear maps as :class:`_Wavelet` (``pywt.dwt``/``pywt.idwt`` along
+    each axis, level after level on the approximation, with ``waverecn``'s
+    cropping), but applied as dense matrix products, so that they run on the
+    GPU (cuBLAS) without PyWavelets there. The matrices are built on the host
+    by transforming identity matrices with PyWavelets, then copied to ``xp``
+    once. Coefficients are one flat array: the levels' blocks one after the
+    other (the approximation corner of every level but the last is zero,
+    being carried to the next level), so soft thresholding and the L1 norm
+    see each coefficient once.
+    """
+
+    def __init__(self, shape, wavelet, level, dtype, xp):
+        ref = _Wavelet(shape, wavelet, level)  # validates wavelet and level
+        pywt = ref.pywt
+        self.wavelet, self.level, self.shape, self.xp = ref.wavelet, ref.level, tuple(shape), xp
+        self.analysis, self.synthesis, self.block_shapes, self.corners = [], [], [], []
+        cur = self.shape
+        for _ in range(self.level):
+            ana, syn, half = [], [], []
+            for n in cur:
+                eye = np.eye(n)
+                lo, hi = pywt.dwt(eye, self.wavelet, mode="periodization", axis=0)  # (m, n) each
+                m = lo.shape[0]
+                coeff_eye = np.eye(2 * m)
+                rec = pywt.idwt(coeff_eye[:m], coeff_eye[m:], self.wavelet, mode="periodization", axis=0)
+                ana.append(xp.asarray(np.vstack([lo, hi]).astype(dtype)))  # (2m, n)
+                syn.append(xp.asarray(rec[:n].astype(dtype)))  # (n, 2m), cropped as waverecn does
+                half.append(m)
+            self.analysis.append(ana)
+            self.synthesis.append(syn)
+            self.block_shapes.append(tuple(2 * m for m in half))
+            self.corners.append(tuple(slice(0, m) for m in half))
+            cur = tuple(half)
+        self.sizes = [int(np.prod(b)) for b in self.block_shapes]
+
+    def _apply(self, mats, x):
+        xp = self.xp
+        for axis, mat in enumerate(mats):
+            moved = xp.moveaxis(x, axis, 0)
+            rest = moved.shape[1:]
+            out = mat @ moved.reshape(moved.shape[0], -1)
+            x = xp.moveaxis(out.reshape((mat.shape[0],) + rest), 0, axis)
+        return x
+
+    def forward(self, x):
+        xp = self.xp
+        blocks = []
+        approx = x
+        for lev in range(self.level):
+            block = xp.ascontiguousarray(self._apply(self.analysis[lev], approx))
+            if lev + 1 < self.level:
+                approx = block[self.corners[lev]].copy()
+                block[self.corners[lev]] = 0
+            blocks.append(block.reshape(-1))
+        return xp.concatenate(blocks)
+
+    def inverse(self, arr):
+        xp = self.xp
+        starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        approx = None
+        for lev in reversed(range(self.level)):
+            block = arr[starts[lev] : starts[lev + 1]].reshape(self.block_shapes[lev])
+            if approx is not None:
+                block = block.copy()
+                block[self.corners[lev]] = approx
+            approx = self._apply(self.synthesis[lev], block)
+        return xp.ascontiguousarray(approx)
+
+
 def _soft_complex(c, t):
     """Complex soft threshold: ``c · max(|c| − t, 0) / |c|``."""
-    mag = np.abs(c)
+    xp = get_array_module(c)
+    mag = xp.abs(c)
     with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(mag > t, 1.0 - t / mag, 0.0).astype(mag.dtype)
+        scale = xp.where(mag > t, 1.0 - t / mag, 0.0).astype(mag.dtype)
     return c * scale
 
 
@@ -295,15 +377,17 @@ def l1_wavelet(
     lam = _check_lam(lam, positive=True)
     _check_iter(max_iter, tol)
     op, y = _setup(kspace, sens, mask)
-    if not isinstance(y, np.ndarray):
-        raise InvalidParameterError("l1_wavelet works on NumPy arrays (PyWavelets)")
-    psi = _Wavelet(op.shape_in, wavelet, level)
+    xp = get_array_module(y)
+    if xp is np:
+        psi = _Wavelet(op.shape_in, wavelet, level)
+    else:
+        psi = _MatrixWavelet(op.shape_in, wavelet, level, op.dtype, xp)
     lip = 1.05 * power_iteration(op, n_iter=power_iter)
     if lip <= 0:
         raise InvalidParameterError("the SENSE operator is zero (coil maps or mask are all zero)")
     step = 1.0 / float(lip)
     thresh = lam * step
-    x = _x0(x0, op, np)
+    x = _x0(x0, op, xp)
     x_prev = x.copy()
     ax = op.forward(x)
     ax_prev = ax
@@ -324,7 +408,7 @@ def l1_wavelet(
             x_new = psi.inverse(coef)
             ax_new = op.forward(x_new)
             r = ax_new - y
-            obj = 0.5 * dot_real(r, r) + lam * float(np.abs(coef).sum())
+            obj = 0.5 * dot_real(r, r) + lam * float(xp.abs(coef).sum())
             change = norm(x_new - x) / max(norm(x_new), np.finfo(float).tiny)
             x_prev, x, ax_prev, ax, t = x, x_new, ax, ax_new, t_new
             info = {"objective": obj, "change": change}
@@ -347,15 +431,17 @@ def l1_wavelet(
 # --------------------------------------------------------------------------
 def _project_ball(q, lam, isotropic):
     """Project the dual gradient variable onto ``{‖q_r‖ ≤ λ}`` (per pixel, or per component)."""
-    mag = np.sqrt((q.real**2 + q.imag**2).sum(axis=0, keepdims=True)) if isotropic else np.abs(q)
-    scale = np.maximum(mag / lam, 1.0)
+    xp = get_array_module(q)
+    mag = xp.sqrt((q.real**2 + q.imag**2).sum(axis=0, keepdims=True)) if isotropic else xp.abs(q)
+    scale = xp.maximum(mag / lam, 1.0)
     return q / scale
 
 
 def _tv_norm(g, isotropic):
+    xp = get_array_module(g)
     if isotropic:
-        return float(np.sqrt((g.real**2 + g.imag**2).sum(axis=0)).sum())
-    return float(np.abs(g).sum())
+        return float(xp.sqrt((g.real**2 + g.imag**2).sum(axis=0)).sum())
+    return float(xp.abs(g).sum())
 
 
 def tv(
@@ -423,18 +509,16 @@ def tv(
     _check_iter(max_iter, tol)
     op, y = _setup(kspace, sens, mask)
     xp = get_array_module(y)
-    if xp is not np:
-        raise InvalidParameterError("tv works on NumPy arrays")
     grad = Gradient(op.shape_in, op.dtype)
     ndim = len(op.shape_in)
     lip = 1.05 * power_iteration(op, n_iter=power_iter) + 4.0 * ndim
     tau = sigma = 1.0 / float(np.sqrt(lip))
-    x = _x0(x0, op, np)
+    x = _x0(x0, op, xp)
     ax = op.forward(x)
     gx = grad.forward(x)
     ax_bar, gx_bar = ax, gx
-    p = np.zeros_like(y)
-    q = np.zeros_like(gx)
+    p = xp.zeros_like(y)
+    q = xp.zeros_like(gx)
     bar = _progress(progress, max_iter, "TV-PDHG")
     cb = chain(callback, bar)
     info = {}

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import is_device_array
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import fftc, get_array_module, ifftc
 from ..operators import Operator
 
-__all__ = ["SenseOp", "check_sens"]
+__all__ = ["SenseOp", "check_sens", "common_module"]
+
+
+def common_module(**arrays):
+    """The array module shared by the named arrays (None entries skipped).
+
+    Data arrays (k-space, coil maps, starting images) must live on one device:
+    mixing NumPy and CuPy raises an :class:`InvalidParameterError` naming the
+    arrays instead of copying behind the caller's back.
+    """
+    mods = {name: get_array_module(a) for name, a in arrays.items() if a is not None}
+    found = set(mods.values())
+    if len(found) > 1:
+        where = ", ".join(f"{name} is a {m.__name__} array" for name, m in mods.items())
+        raise InvalidParameterError(
+            f"the inputs are on different devices ({where}): move them to one with "
+            "mrirecon.device.to_device(x, 'gpu' or 'cpu')"
+        )
+    return found.pop() if found else np
 
 
 def _complex_dtype(a) -> np.dtype:
@@ -37,7 +56,18 @@ def check_sens(sens):
 
 
 def check_mask(mask, spatial, xp=np):
-    """Validate a sampling mask of the spatial shape; return it as bool."""
+    """Validate a sampling mask of the spatial shape; return it as a bool array of module ``xp``.
+
+    A mask is small and is usually made on the host by the generators of
+    :mod:`mrirecon.sense.sampling`: a NumPy mask (or a list) given with CuPy
+    data is copied to the device once, here; a CuPy mask given with NumPy data
+    raises (no device-to-host copy is made behind the caller's back).
+    """
+    if xp is np and is_device_array(mask):
+        raise InvalidParameterError(
+            "the sampling mask is a CuPy array but the data are NumPy arrays: move it with "
+            "mrirecon.device.to_numpy, or pass the data as CuPy arrays"
+        )
     mask = xp.asarray(mask)
     if tuple(mask.shape) != tuple(spatial):
         raise ShapeMismatchError(
@@ -60,8 +90,11 @@ class SenseOp(Operator):
     sens : ndarray, complex, shape (coil, *spatial)
         Coil sensitivity maps, spatial 2-D ``(n0, n1)`` or 3-D ``(n0, n1, n2)``.
         complex128 keeps the operator in double precision; anything else is complex64.
+        NumPy maps make a CPU operator, CuPy maps a GPU operator (inputs and
+        outputs of ``forward``/``adjoint`` then are CuPy arrays).
     mask : ndarray of bool, shape spatial, optional
-        Sampling mask M (True: acquired). None: fully sampled (M = I).
+        Sampling mask M (True: acquired). None: fully sampled (M = I). A NumPy
+        mask is copied to the maps' device (see :func:`check_mask`).
 
     Notes
     -----
@@ -77,6 +110,8 @@ class SenseOp(Operator):
         xp = get_array_module(sens)
         spatial = tuple(sens.shape[1:])
         super().__init__(spatial, sens.shape, sens.dtype)
+        #: the array module (numpy or cupy) the operator works in
+        self.xp = xp
         self.sens = sens
         self.sens_conj = xp.conj(sens)
         self.axes = tuple(range(1, sens.ndim))

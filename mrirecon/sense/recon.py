@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import InvalidParameterError
 from ..solvers import dot_real
-from .operator import SenseOp
-from .unfold import SenseUnfolder
+from .operator import SenseOp, check_mask, check_sens, common_module
+from .unfold import SenseUnfolder, _check_kspace
 
 __all__ = ["sense"]
 
@@ -30,6 +30,8 @@ def sense(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, acs_ite
     kspace : ndarray, (coil, *spatial), zero where not sampled
     sens : ndarray, (coil, *spatial)
         Coil sensitivities (prewhitened with the data, if the noise is correlated).
+        k-space and maps are both NumPy (CPU) or both CuPy (GPU; the image is
+        then a CuPy array and every step runs on the GPU).
     lam : float
         λ ≥ 0 of ``||M F S x − y||² + λ||x||²`` (the scale of BART ``pics -l2`` and
         SigPy ``SenseRecon``; orthonormal centred FFT).
@@ -40,7 +42,8 @@ def sense(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, acs_ite
         Preconditioned CG iterations on all the acquired lines, started from the
         unfold (0: the pure unfold, ACS lines beyond the lattice unused).
     mask : ndarray of bool, spatial, optional
-        The acquired samples (default: where the k-space is nonzero).
+        The acquired samples (default: where the k-space is nonzero); a NumPy
+        mask is copied to the device for CuPy data.
 
     Returns
     -------
@@ -54,11 +57,18 @@ def sense(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, acs_ite
     (block-diagonal in image space, inverted per aliasing group by the
     unfolder) plus that of the extra lines; preconditioned by the former, CG
     converges in a few iterations. ``scripts/bench_sense.py`` measures how many.
+    The lattice is detected on the host from the spatial-size sampling mask
+    (for CuPy data, that mask is the one array copied off the GPU).
     """
     if isinstance(acs_iter, bool) or not isinstance(acs_iter, (int, np.integer)) or acs_iter < 0:
         raise InvalidParameterError(f"acs_iter must be a non-negative integer, got {acs_iter!r}")
-    k = np.asarray(kspace)
-    full = np.any(k != 0, axis=0) if mask is None else np.asarray(mask, dtype=bool)
+    xp = common_module(kspace=kspace, sens=sens)
+    sens = check_sens(sens)
+    k = _check_kspace(kspace, sens.shape[0], tuple(sens.shape[1:]), xp)
+    if mask is None:
+        full = xp.any(k != 0, axis=0)
+    else:
+        full = check_mask(mask, tuple(sens.shape[1:]), xp)
     if accel is None:
         from .sampling import detect_pattern
 
@@ -73,9 +83,9 @@ def sense(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, acs_ite
             accel, offset, shift = pat.accel, pat.offset, pat.shift
     if lam < 0 or not np.isfinite(lam):
         raise InvalidParameterError(f"lam must be >= 0, got {lam!r}")
-    unf = SenseUnfolder(np.asarray(sens), accel, lam=lam, offset=offset or 0, shift=shift or 0)
+    unf = SenseUnfolder(sens, accel, lam=lam, offset=offset or 0, shift=shift or 0)
     x = unf(k)
-    if acs_iter == 0 or not (full & ~unf.mask).any():
+    if acs_iter == 0 or not bool((full & ~unf.mask).any()):
         return x
     return _pcg(SenseOp(sens, full), k, lam, x, unf.precondition, acs_iter)
 

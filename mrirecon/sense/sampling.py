@@ -11,6 +11,12 @@ Index ``k`` along an axis of ``n`` samples is k-space position ``k - n // 2``
 (the layout of :func:`mrirecon.fft.fftc`): the centre of k-space is index
 ``n // 2``. A centred block of ``a`` lines covers indices
 ``[n // 2 - a // 2, n // 2 - a // 2 + a)``.
+
+Devices: the mask generators make masks from shapes and return NumPy arrays
+(the functions of :mod:`mrirecon.sense` move a NumPy mask to their data's
+device). :func:`detect_pattern` also takes CuPy masks and k-space: it reduces
+them to the phase-encoding positions on the GPU and reads that small array on
+the host.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..device import get_array_module, to_numpy
 from ..errors import InvalidParameterError, ShapeMismatchError
 
 __all__ = [
@@ -316,8 +323,12 @@ def _run_around(values: np.ndarray, centre: int) -> tuple[int, int]:
 
 
 def _sampled_positions(x) -> np.ndarray:
-    """Bool sampling of the phase-encoding positions: (n0,) for a slice, (n0, n1) for a volume."""
-    arr = np.asarray(x)
+    """Bool sampling of the phase-encoding positions: (n0,) for a slice, (n0, n1) for a volume.
+
+    Reduced in the array's own module; the result is always a NumPy array.
+    """
+    xp = get_array_module(x)
+    arr = xp.asarray(x)
     if arr.dtype == bool:
         if arr.ndim not in (2, 3):
             raise ShapeMismatchError(
@@ -330,8 +341,8 @@ def _sampled_positions(x) -> np.ndarray:
                 "k-space must have the shape (coil, n0, n1) or (coil, n0, n1, n2) "
                 f"(a bool array is read as a mask), got {arr.shape}"
             )
-        sampled = np.any(arr != 0, axis=0)
-    return np.any(sampled, axis=-1)
+        sampled = xp.any(arr != 0, axis=0)
+    return to_numpy(xp.any(sampled, axis=-1))
 
 
 def _detect_1d(lines: np.ndarray) -> Pattern:
@@ -466,7 +477,8 @@ def detect_pattern(mask_or_kspace) -> Pattern:
         k-space ``(coil, n0, n1)`` / ``(coil, n0, n1, n2)`` with zeros at the
         unsampled positions (any non-bool array is read as k-space). A
         phase-encoding position counts as sampled if any coil or readout sample
-        there is nonzero (or True).
+        there is nonzero (or True). NumPy or CuPy: a CuPy array is reduced on
+        the GPU to the phase-encoding positions, which are read on the host.
 
     Returns
     -------

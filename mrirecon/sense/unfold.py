@@ -15,6 +15,13 @@ index ``k0`` along spatial axis 0 is sampled when ``k0 % Ry == o0``; for 2-D
 acceleration, in sampled row number ``q = (k0 - o0) // Ry``, index ``k1`` along
 spatial axis 1 is sampled when ``k1 % Rz == (o1 + shift·q) % Rz``. Indices are
 array indices of the centred k-space (DC at ``n // 2``).
+
+Devices: everything here follows the coil maps' array module. NumPy maps
+factorise and unfold on the CPU; CuPy maps factorise (batched cuSOLVER/cuBLAS)
+and unfold (cuFFT) on the GPU, and k-space must then be a CuPy array too. The
+lattice geometry (index tables, a few integers) is computed on the host and
+copied to the device once per unfolder; a CuPy sampling mask whose lattice is
+to be inferred is read on the host (a spatial-size bool array).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import weakref
 
 import numpy as np
 
+from ..device import get_array_module, to_numpy
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import ifftn
-from .operator import check_mask, check_sens
+from .operator import check_mask, check_sens, common_module
 
 __all__ = ["SenseUnfolder", "gfactor", "gfactor_pseudo_replica", "lattice_mask", "unfold"]
 
@@ -128,6 +136,7 @@ def lattice_mask(shape, accel, *, offset=0, shift=0):
 
 def _infer_lattice(mask):
     """(accel, offset, shift) of a mask that is exactly a uniform/CAIPI lattice, else an error."""
+    mask = to_numpy(mask)
     spatial = mask.shape
     n0 = spatial[0]
     rows = np.flatnonzero(mask.reshape(n0, -1).any(axis=1))
@@ -178,7 +187,9 @@ class SenseUnfolder:
     Parameters
     ----------
     sens : ndarray, complex, shape (coil, *spatial)
-        Coil maps (after noise prewhitening), spatial 2-D or 3-D.
+        Coil maps (after noise prewhitening), spatial 2-D or 3-D. NumPy or CuPy:
+        the unfolder lives on the maps' device, and so do its attributes,
+        the k-space it takes and the images it returns.
     accel : int or (int, int)
         R along spatial axis 0, or (Ry, Rz) along spatial axes 0 and 1 (CAIPI with ``shift``).
     lam : float
@@ -195,7 +206,7 @@ class SenseUnfolder:
     Attributes
     ----------
     mask : ndarray of bool, spatial shape
-        The sampling lattice (see :func:`lattice_mask`).
+        The sampling lattice (see :func:`lattice_mask`), on the maps' device.
     unmix : ndarray, shape (P, R, coil)
         Per folded pixel, the matrix taking the coil values of the reduced-grid
         images to the R unfolded pixels (P = N / R pixel groups).
@@ -220,17 +231,20 @@ class SenseUnfolder:
     (coil × R), whose minimiser is
     ``x_p = (E_pᴴE_p + λI)⁻¹ E_pᴴ b_p = W_pᴴ (s² S_pᴴS_p + λI)⁻¹ s S_pᴴ b_p``.
     The matrices ``(E_pᴴE_p + λI)⁻¹E_pᴴ`` are computed once (batched
-    ``np.linalg.solve``; for λ = 0 the batched pseudo-inverse, i.e. the
+    ``inv``; for λ = 0 the batched pseudo-inverse, i.e. the
     minimum-norm least-squares solution where a group is rank deficient, such
     as pixels without coil sensitivity) and stored, so :meth:`__call__` costs one
     FFT per coil on the reduced grid and one batched matrix-vector product.
-    K-space samples outside the lattice are ignored.
+    K-space samples outside the lattice are ignored. On CuPy, λ = 0 uses
+    ``pinv(E_pᴴE_p) E_pᴴ`` (the same minimiser: batched SVDs of R×R matrices
+    instead of coil×R ones, which cuSOLVER batches only up to 32 rows).
     """
 
     def __init__(self, sens, accel, *, lam=0.0, offset=0, shift=0, dtype=None):
         sens = check_sens(sens)
-        if not isinstance(sens, np.ndarray):
-            raise InvalidParameterError("SenseUnfolder works on NumPy arrays (use SenseOp/cg_sense for CuPy)")
+        xp = get_array_module(sens)
+        #: the array module (numpy or cupy) of the maps, the data and the results
+        self.xp = xp
         lam = _check_lam(lam)
         self.spatial = tuple(sens.shape[1:])
         self.n_coils = int(sens.shape[0])
@@ -240,18 +254,21 @@ class SenseUnfolder:
         if self.dtype.kind != "c":
             raise InvalidParameterError(f"dtype must be complex, got {self.dtype}")
         self.R = self.ry * self.rz
-        self.scale = 1.0 / np.sqrt(self.R)
-        self.mask = lattice_mask(self.spatial, self.accel, offset=(self.o0, self.o1), shift=self.shift)
+        self.scale = float(1.0 / np.sqrt(self.R))
+        self.mask = xp.asarray(
+            lattice_mask(self.spatial, self.accel, offset=(self.o0, self.o1), shift=self.shift)
+        )
         self._build_groups()
         enc = self._encoding(sens)  # (P, coil, R), complex128
-        normal = np.einsum("pcr,pcs->prs", enc.conj(), enc)
+        normal = xp.einsum("pcr,pcs->prs", enc.conj(), enc)
+        enc_h = xp.conj(xp.swapaxes(enc, 1, 2))
         if lam > 0:
-            normal[:, np.arange(self.R), np.arange(self.R)] += lam
-            inverse = np.linalg.inv(normal)
-            unmix = inverse @ np.conj(np.swapaxes(enc, 1, 2))
+            normal += lam * xp.eye(self.R, dtype=normal.dtype)
+            inverse = xp.linalg.inv(normal)
+            unmix = inverse @ enc_h
         else:
-            inverse = np.linalg.pinv(normal, hermitian=True)
-            unmix = np.linalg.pinv(enc)
+            inverse = _pinv_hermitian(normal)
+            unmix = np.linalg.pinv(enc) if xp is np else inverse @ enc_h
         self.unmix = unmix.astype(self.dtype)
         #: per group ``(E_pᴴE_p + λI)⁻¹`` (pseudo-inverse for λ = 0): the inverse of the
         #: lattice's normal operator, block-diagonal in image space (a preconditioner)
@@ -260,9 +277,10 @@ class SenseUnfolder:
 
     def precondition(self, image):
         """Apply ``(A_latᴴA_lat + λI)⁻¹`` to an image ``(..., *spatial)`` (block-diagonal: no FFT)."""
+        xp = self.xp
         flat = image.reshape(*image.shape[: image.ndim - len(self.spatial)], -1)
-        groups = np.einsum("prs,...ps->...pr", self.normal_inverse, flat[..., self.index])
-        out = np.empty_like(flat)
+        groups = xp.einsum("prs,...ps->...pr", self.normal_inverse, flat[..., self.index])
+        out = xp.empty_like(flat)
         out[..., self.index] = groups
         return out.reshape(image.shape)
 
@@ -327,17 +345,25 @@ class SenseUnfolder:
             self._demod = demod.reshape((m0, m1) + (1,) * len(rest))
             self._demod_rows_constant = self.shift == 0
             self._k1 = kappa[:, None] + self.rz * pp1[None, :]  # sampled columns per sampled row
-        self.index = flat.reshape(-1, self.R)
-        self._phase = np.ascontiguousarray(w.reshape(-1, self.R))
-        counts = np.bincount(self.index.ravel(), minlength=int(np.prod(sp)))
+            self._rows = (self.o0 + self.ry * np.arange(m0))[:, None]  # sampled rows
+        index = flat.reshape(-1, self.R)
+        counts = np.bincount(index.ravel(), minlength=int(np.prod(sp)))
         if counts.size != int(np.prod(sp)) or not np.all(counts == 1):  # pragma: no cover - guarded above
             raise InvalidParameterError("internal error: the aliasing groups do not partition the image")
+        # the tables live where the maps live (one host-to-device copy per unfolder)
+        xp = self.xp
+        self.index = xp.asarray(np.ascontiguousarray(index))
+        self._phase = xp.asarray(np.ascontiguousarray(w.reshape(-1, self.R)))
+        if self._demod is not None:
+            self._demod = xp.asarray(self._demod)
+            self._k1 = xp.asarray(self._k1)
+            self._rows = xp.asarray(self._rows)
 
     def _encoding(self, sens):
         """``E_p = s S_p W_p`` for every group: (P, coil, R), complex128."""
         s_flat = sens.reshape(self.n_coils, -1).astype(np.complex128)
         enc = s_flat[:, self.index]  # (coil, P, R)
-        enc = np.moveaxis(enc, 0, 1)  # (P, coil, R)
+        enc = self.xp.moveaxis(enc, 0, 1)  # (P, coil, R)
         enc = enc * (self.scale * self._phase)[:, None, :]
         return enc
 
@@ -349,9 +375,7 @@ class SenseUnfolder:
             sel = (Ellipsis, slice(self.o0, None, self.ry)) + (slice(None),) * (nsp - 1)
             data = kspace[sel]
             return _unitary_ifft(data, plain=(-nsp,), centred=tuple(range(-nsp + 1, 0)))
-        m0 = self.reduced_shape[0]
-        rows = (self.o0 + self.ry * np.arange(m0))[:, None]
-        sel = (Ellipsis, rows, self._k1) + (slice(None),) * (nsp - 2)
+        sel = (Ellipsis, self._rows, self._k1) + (slice(None),) * (nsp - 2)
         data = kspace[sel]
         rest = tuple(range(-nsp + 2, 0))
         if self._demod_rows_constant:
@@ -366,15 +390,17 @@ class SenseUnfolder:
         """Unfold zero-filled k-space ``(..., coil, *spatial)`` to images ``(..., *spatial)``.
 
         Leading extra axes (slices, frames, replicas) share the maps and are
-        unfolded together. Samples outside the lattice are ignored.
+        unfolded together. Samples outside the lattice are ignored. The k-space
+        must be on the maps' device (NumPy or CuPy, as ``sens`` was).
         """
-        kspace = _check_kspace(kspace, self.n_coils, self.spatial)
+        xp = self.xp
+        kspace = _check_kspace(kspace, self.n_coils, self.spatial, xp)
         dtype = np.result_type(self.dtype, kspace.dtype)
         b = self.reduce(kspace.astype(dtype, copy=False))
         batch = b.shape[: b.ndim - 1 - len(self.spatial)]
         b = b.reshape(*batch, self.n_coils, -1)
-        groups = np.einsum("prc,...cp->...pr", self.unmix, b)
-        out = np.empty((*batch, int(np.prod(self.spatial))), dtype=dtype)
+        groups = xp.einsum("prc,...cp->...pr", self.unmix, b)
+        out = xp.empty((*batch, int(np.prod(self.spatial))), dtype=dtype)
         out[..., self.index] = groups
         return out.reshape(*batch, *self.spatial)
 
@@ -384,14 +410,23 @@ def _unitary_ifft(x, *, plain, centred):
     axes = tuple(plain) + tuple(centred)
     if not axes:
         return x
+    xp = get_array_module(x)
     if centred:
-        x = np.fft.ifftshift(x, axes=centred)
+        x = xp.fft.ifftshift(x, axes=centred)
     y = ifftn(x, axes=axes)
     n = float(np.prod([x.shape[a] for a in axes]))
-    y *= np.sqrt(n)
+    y *= float(np.sqrt(n))
     if centred:
-        y = np.fft.fftshift(y, axes=centred)
+        y = xp.fft.fftshift(y, axes=centred)
     return y
+
+
+def _pinv_hermitian(a):
+    """Batched pseudo-inverse of Hermitian matrices (NumPy: eigh-based; CuPy: batched SVD)."""
+    xp = get_array_module(a)
+    if xp is np:
+        return np.linalg.pinv(a, hermitian=True)
+    return xp.linalg.pinv(a)
 
 
 def _check_lam(lam) -> float:
@@ -403,8 +438,14 @@ def _check_lam(lam) -> float:
     return lam
 
 
-def _check_kspace(kspace, n_coils, spatial):
-    kspace = np.asarray(kspace)
+def _check_kspace(kspace, n_coils, spatial, xp=np):
+    mod = get_array_module(kspace)
+    if mod is not xp:
+        raise InvalidParameterError(
+            f"k-space is a {mod.__name__} array but the coil maps are {xp.__name__} arrays: move both "
+            "to one device with mrirecon.device.to_device(x, 'gpu' or 'cpu')"
+        )
+    kspace = xp.asarray(kspace)
     nsp = len(spatial)
     if kspace.ndim < nsp + 1 or tuple(kspace.shape[-nsp - 1 :]) != (n_coils, *spatial):
         raise ShapeMismatchError(
@@ -413,7 +454,7 @@ def _check_kspace(kspace, n_coils, spatial):
         )
     if not np.issubdtype(kspace.dtype, np.number) or kspace.dtype == np.bool_:
         raise InvalidParameterError(f"k-space must be numeric, got dtype {kspace.dtype}")
-    if not np.isfinite(kspace).all():
+    if not bool(xp.isfinite(kspace).all()):
         raise InvalidParameterError("k-space contains NaN or infinite values")
     if kspace.dtype.kind != "c":
         kspace = kspace.astype(np.complex128 if kspace.dtype == np.float64 else np.complex64)
@@ -452,7 +493,8 @@ def unfold(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, mask=N
         Zero-filled k-space (centred, as :func:`mrirecon.fft.fftc` makes it);
         leading extra axes (slices, frames) share the maps.
     sens : ndarray, complex, shape (coil, *spatial)
-        Coil maps, spatial 2-D ``(n0, n1)`` or 3-D ``(n0, n1, n2)``.
+        Coil maps, spatial 2-D ``(n0, n1)`` or 3-D ``(n0, n1, n2)``. k-space and
+        maps are both NumPy (CPU) or both CuPy (GPU: the result is a CuPy array).
     lam : float
         λ ≥ 0 (see Notes). λ = 0 gives the (minimum-norm) least-squares solution.
     accel : int or (int, int), optional
@@ -464,12 +506,14 @@ def unfold(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, mask=N
     shift : int, optional
         CAIPI shift for 2-D acceleration (see :func:`lattice_mask`); default 0 (or inferred).
     mask : ndarray of bool, spatial shape, optional
-        The sampling mask. With ``accel`` given it must contain the lattice;
-        samples outside the lattice (e.g. calibration lines) are ignored.
+        The sampling mask (a NumPy mask is copied to the device for CuPy data). With
+        ``accel`` given it must contain the lattice; samples outside the
+        lattice (e.g. calibration lines) are ignored.
 
     Returns
     -------
-    ndarray, shape (..., *spatial), complex64 (complex128 if the maps or k-space are double).
+    ndarray, shape (..., *spatial), complex64 (complex128 if the maps or k-space are double),
+    on the data's device.
 
     Raises
     ------
@@ -477,7 +521,8 @@ def unfold(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, mask=N
         k-space and maps do not match, or the mask has the wrong shape.
     InvalidParameterError
         λ < 0, NaN/inf in the inputs, R not dividing the phase-encoding size,
-        empty sampling, or a sampling pattern that is not a uniform lattice.
+        empty sampling, a sampling pattern that is not a uniform lattice, or
+        k-space and maps on different devices.
 
     Notes
     -----
@@ -495,19 +540,18 @@ def unfold(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, mask=N
     :class:`SenseUnfolder` once or pass them as leading axes.
     """
     sens_in = sens
+    xp = common_module(kspace=kspace, sens=sens)
     sens = check_sens(sens)
-    if not isinstance(sens, np.ndarray):
-        raise InvalidParameterError("unfold works on NumPy arrays (use cg_sense for CuPy)")
     lam = _check_lam(lam)
     spatial = tuple(sens.shape[1:])
-    kspace = _check_kspace(kspace, sens.shape[0], spatial)
+    kspace = _check_kspace(kspace, sens.shape[0], spatial, xp)
     if mask is not None:
-        mask = check_mask(mask, spatial)
+        mask = check_mask(mask, spatial, xp)
     if accel is None:
         if mask is None:
             axes = tuple(range(kspace.ndim - len(spatial)))
-            mask = np.any(kspace != 0, axis=axes)
-            if not mask.any():
+            mask = xp.any(kspace != 0, axis=axes)
+            if not bool(mask.any()):
                 raise InvalidParameterError("k-space is all zero: no sampled k-space sample to unfold")
         accel, inferred_offset, inferred_shift = _infer_lattice(mask)
         if offset is not None and _norm_tuple(offset) != _norm_tuple(inferred_offset):
@@ -518,8 +562,8 @@ def unfold(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, mask=N
         offset = 0 if offset is None else offset
         shift = 0 if shift is None else shift
         if mask is not None:
-            lattice = lattice_mask(spatial, accel, offset=offset, shift=shift)
-            if not mask[lattice].all():
+            lattice = xp.asarray(lattice_mask(spatial, accel, offset=offset, shift=shift))
+            if not bool(xp.all(mask | ~lattice)):
                 raise InvalidParameterError(
                     f"mask does not contain the sampling lattice accel={accel!r}, offset={offset!r}, "
                     f"shift={shift!r}"
@@ -538,6 +582,7 @@ def gfactor(sens, accel, *, lam=0.0, offset=0, shift=0):
     Parameters
     ----------
     sens : ndarray, complex, shape (coil, *spatial)
+        NumPy or CuPy; the map is computed on, and returned to, the maps' device.
     accel : int or (int, int)
         As in :class:`SenseUnfolder`.
     lam : float
@@ -568,21 +613,23 @@ def gfactor(sens, accel, *, lam=0.0, offset=0, shift=0):
     rank-deficient group the pseudo-inverse is used.
     """
     sens = check_sens(sens)
+    xp = get_array_module(sens)
     lam = _check_lam(lam)
     unf = _Geometry(sens, accel, offset, shift)
     enc = unf._encoding(sens)
-    normal = np.einsum("pcr,pcs->prs", enc.conj(), enc)
-    diag = np.real(np.einsum("prr->pr", normal))
+    normal = xp.einsum("pcr,pcs->prs", enc.conj(), enc)
+    # a copy: the diagonal is a view of `normal`, which λ changes below
+    diag = xp.real(xp.diagonal(normal, axis1=1, axis2=2)).copy()
     if lam > 0:
-        normal[:, np.arange(unf.R), np.arange(unf.R)] += lam
-        inv = np.linalg.inv(normal)
+        normal += lam * xp.eye(unf.R, dtype=normal.dtype)
+        inv = xp.linalg.inv(normal)
     else:
-        inv = np.linalg.pinv(normal, hermitian=True)
-    inv_diag = np.real(np.einsum("prr->pr", inv))
-    g = np.sqrt(np.clip(inv_diag * diag, 0.0, None))
+        inv = _pinv_hermitian(normal)
+    inv_diag = xp.real(xp.diagonal(inv, axis1=1, axis2=2))
+    g = xp.sqrt(xp.clip(inv_diag * diag, 0.0, None))
     tiny = np.finfo(np.float64).eps * max(float(diag.max()), np.finfo(np.float64).tiny)
     g[diag <= tiny] = 1.0
-    out = np.empty(int(np.prod(unf.spatial)), dtype=np.float64)
+    out = xp.empty(int(np.prod(unf.spatial)), dtype=np.float64)
     out[unf.index] = g
     real = np.float64 if sens.dtype == np.complex128 else np.float32
     return out.reshape(unf.spatial).astype(real)
@@ -592,11 +639,12 @@ class _Geometry(SenseUnfolder):
     """The group geometry of a :class:`SenseUnfolder` without its factorisation."""
 
     def __init__(self, sens, accel, offset, shift):
+        self.xp = get_array_module(sens)
         self.spatial = tuple(sens.shape[1:])
         self.n_coils = int(sens.shape[0])
         self.ry, self.rz, self.o0, self.o1, self.shift = _parse_lattice(self.spatial, accel, offset, shift)
         self.R = self.ry * self.rz
-        self.scale = 1.0 / np.sqrt(self.R)
+        self.scale = float(1.0 / np.sqrt(self.R))
         self._build_groups()
 
 
@@ -608,6 +656,7 @@ def gfactor_pseudo_replica(
     Parameters
     ----------
     sens : ndarray, complex, shape (coil, *spatial)
+        NumPy or CuPy (noise drawn, unfolded and reduced on the maps' device).
     accel : int or (int, int)
     lam : float
         λ ≥ 0, used for both the accelerated and the fully sampled reconstruction.
@@ -615,7 +664,9 @@ def gfactor_pseudo_replica(
         Number of noise replicas (≥ 2). The relative standard error of g per
         pixel is about ``1/sqrt(2 n_replicas)``.
     seed : int
-        Seed of the noise generator.
+        Seed of the noise generator (``numpy.random.default_rng`` for NumPy maps,
+        ``cupy.random.default_rng`` on the GPU: the same seed draws different
+        noise on the two devices, so the estimates agree statistically only).
     offset, shift
         Sampling lattice, as in :class:`SenseUnfolder`.
     batch_size : int, optional
@@ -640,23 +691,24 @@ def gfactor_pseudo_replica(
     n_replicas = _as_int(n_replicas, "n_replicas")
     if n_replicas < 2:
         raise InvalidParameterError(f"n_replicas must be >= 2, got {n_replicas}")
+    xp = get_array_module(sens)
     unf_r = SenseUnfolder(sens, accel, lam=lam, offset=offset, shift=shift)
     unf_1 = SenseUnfolder(sens, 1, lam=lam)
-    rng = np.random.default_rng(seed)
+    rng = xp.random.default_rng(seed)
     per = sens.size
     if batch_size is None:
         batch_size = max(1, min(n_replicas, (1 << 24) // max(per, 1)))
     batch_size = _as_int(batch_size, "batch_size")
     real = np.float64 if sens.dtype == np.complex128 else np.float32
-    sums = {k: np.zeros(unf_r.spatial, dtype=np.complex128) for k in ("r", "1")}
-    sq = {k: np.zeros(unf_r.spatial, dtype=np.float64) for k in ("r", "1")}
+    sums = {k: xp.zeros(unf_r.spatial, dtype=np.complex128) for k in ("r", "1")}
+    sq = {k: xp.zeros(unf_r.spatial, dtype=np.float64) for k in ("r", "1")}
     done = 0
     while done < n_replicas:
         nb = min(batch_size, n_replicas - done)
         shape = (nb, *sens.shape)
         noise = (
             rng.standard_normal(shape, dtype=real) + 1j * rng.standard_normal(shape, dtype=real)
-        ) / np.sqrt(2.0)
+        ) / float(np.sqrt(2.0))
         noise = noise.astype(sens.dtype, copy=False)
         for key, unf in (("r", unf_r), ("1", unf_1)):
             x = unf(noise)
@@ -666,11 +718,11 @@ def gfactor_pseudo_replica(
     std = {}
     for key in ("r", "1"):
         mean = sums[key] / n_replicas
-        var = (sq[key] - n_replicas * np.abs(mean) ** 2) / (n_replicas - 1)
-        std[key] = np.sqrt(np.clip(var, 0.0, None))
+        var = (sq[key] - n_replicas * xp.abs(mean) ** 2) / (n_replicas - 1)
+        std[key] = xp.sqrt(xp.clip(var, 0.0, None))
     s1 = std["1"]
     tiny = np.finfo(np.float64).eps * max(float(s1.max()), np.finfo(np.float64).tiny)
     with np.errstate(divide="ignore", invalid="ignore"):
-        g = std["r"] / (s1 * np.sqrt(unf_r.R))
+        g = std["r"] / (s1 * float(np.sqrt(unf_r.R)))
     g[s1 <= tiny] = 1.0
     return g.astype(real)
