@@ -126,7 +126,14 @@ def frequency_grid(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), half=False):
 
 
 def dipole_kernel(
-    shape, *, voxel_size_mm=(1.0, 1.0, 1.0), b0_dir=(0.0, 0.0, 1.0), half=False, dtype=np.float32, xp="numpy"
+    shape,
+    *,
+    voxel_size_mm=(1.0, 1.0, 1.0),
+    b0_dir=(0.0, 0.0, 1.0),
+    half=False,
+    dtype=np.float32,
+    xp="numpy",
+    cache=True,
 ):
     """Unit dipole kernel ``D(k) = 1/3 - (k.b)^2 / |k|^2`` with ``D(0) = 0``.
 
@@ -141,10 +148,14 @@ def dipole_kernel(
     dtype : float32 or float64
     xp : ``"numpy"`` or ``"cupy"``
         Array module to build the kernel with (on the device for CuPy).
+    cache : bool
+        True (default): a read-only array kept for the next call with the same
+        arguments. False: a new writable array that is not kept (for building
+        another kernel from it without holding both in memory).
 
     Returns
     -------
-    ndarray (read-only, cached).
+    ndarray (read-only and cached, unless ``cache=False``).
 
     Notes
     -----
@@ -155,7 +166,7 @@ def dipole_kernel(
     volumes and the full and half layouts agree. For B0 along an array axis
     this changes nothing.
     """
-    return _dipole(
+    args = (
         tuple(int(n) for n in shape),
         normalize_voxel_size(voxel_size_mm),
         normalize_direction(b0_dir),
@@ -163,6 +174,7 @@ def dipole_kernel(
         np.dtype(dtype).name,
         xp_name(xp),
     )
+    return _dipole(*args) if cache else _thaw(_dipole.__wrapped__(*args))
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -203,19 +215,23 @@ def dtype_scalar(dtype, value):
     return np.dtype(dtype).type(value)
 
 
-def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy"):
+def gradient_sq_kernel(shape, *, half=False, dtype=np.float32, xp="numpy", cache=True):
     """Squared magnitude of the forward-difference gradient, summed over axes.
 
     ``G(k) = sum_i |E_i(k)|^2 = sum_i (2 - 2 cos(2 pi m_i / n_i))`` with
     ``m_i`` the frequency index: the differences are unitless (one voxel), so
-    the voxel size does not enter. ``G(0) = 0``. Read-only, cached.
+    the voxel size does not enter. ``G(0) = 0``. Read-only and cached, or a
+    new writable array with ``cache=False`` (see :func:`dipole_kernel`).
     """
-    return _gradient_sq(
-        tuple(int(n) for n in shape),
-        bool(half),
-        np.dtype(dtype).name,
-        xp_name(xp),
-    )
+    args = (tuple(int(n) for n in shape), bool(half), np.dtype(dtype).name, xp_name(xp))
+    return _gradient_sq(*args) if cache else _thaw(_gradient_sq.__wrapped__(*args))
+
+
+def _thaw(a):
+    """A freshly built (unshared) kernel made writable again."""
+    if isinstance(a, np.ndarray):
+        a.setflags(write=True)
+    return a
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -259,6 +259,19 @@ def median_time(fn, repeats, setup=None):
     return statistics.median(times), times
 
 
+def interleaved_times(methods, repeats):
+    """``{name: (median, times)}`` for ``{name: (fn, setup or None)}``, timed round-robin."""
+    times = {name: [] for name in methods}
+    for _ in range(max(1, repeats)):
+        for name, (fn, setup) in methods.items():
+            if setup is not None:
+                setup()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), t) for name, t in times.items()}
+
+
 def clear_caches():
     """Drop cached FFT plans and kernels (wisdom stays loaded)."""
     getattr(fft, "clear_plan_cache", lambda: None)()
@@ -496,7 +509,9 @@ def bare_pair_fn(field, threads):
     """(setup, pair): the r2c+c2r pair the closed form runs, on the same backend and plan."""
     shape = field.shape
     if fft.backend() == "pyfftw":
-        plan = fft._get_plan("real", shape, np.dtype(np.float32), (0, 1, 2))
+        # the plan object the closed form itself uses (its 3-D plans on its own buffer)
+        fused = len(shape) == 3 and math.prod(shape) >= getattr(fft, "_FUSED_MIN_VOXELS", math.inf)
+        plan = fft._get_plan("fused" if fused else "real", shape, np.dtype(np.float32), (0, 1, 2))
 
         def setup():  # unnormalised round trips grow by N: refill (untimed)
             plan.real[...] = field
@@ -567,18 +582,22 @@ def run_cpu_size(shape, args, rates):
     res["first_call_s"] = time.perf_counter() - t0
     qsm.closed_form_l2(field, mask, lam=LAM, reference="mask_mean")
 
-    times = {}
-    times["closed_form"] = median_time(
-        lambda: qsm.closed_form_l2(field, lam=LAM, reference=None), args.repeats
-    )
-    times["closed_form_masked"] = median_time(
-        lambda: qsm.closed_form_l2(field, mask, lam=LAM, reference="mask_mean"), args.repeats
-    )
     setup, pair = bare_pair_fn(field, threads)
     if setup:
         setup()
     pair()  # warm-up
-    times["bare_pair"] = median_time(pair, args.repeats, setup=setup)
+    # round-robin, so that a machine that speeds up or slows down during the run biases no method
+    times = interleaved_times(
+        {
+            "closed_form": (lambda: qsm.closed_form_l2(field, lam=LAM, reference=None), None),
+            "closed_form_masked": (
+                lambda: qsm.closed_form_l2(field, mask, lam=LAM, reference="mask_mean"),
+                None,
+            ),
+            "bare_pair": (pair, setup),
+        },
+        args.repeats,
+    )
     setup = pair = None
     kernel = qsm.l2_kernel(shape, voxel_size_mm=(1, 1, 1), b0_dir=(0, 0, 1), lam=LAM)
     scipy_closed_form(field, kernel, threads)  # warm-up

@@ -102,3 +102,16 @@ def test_bad_directions(bad):
 def test_bad_voxel_sizes(bad):
     with pytest.raises(InvalidParameterError, match="voxel_size_mm"):
         kspace.dipole_kernel((4, 4, 4), voxel_size_mm=bad)
+
+
+def test_uncached_kernels_are_fresh_writable_copies():
+    from mrirecon.kspace import dipole_kernel, gradient_sq_kernel
+
+    kw = {"voxel_size_mm": (1.0, 1.2, 0.9), "b0_dir": (0.1, 0.2, 1.0), "half": True}
+    cached = dipole_kernel((10, 9, 8), **kw)
+    fresh = dipole_kernel((10, 9, 8), **kw, cache=False)
+    assert not cached.flags.writeable and fresh.flags.writeable
+    assert fresh is not cached and np.array_equal(fresh, cached)
+    assert dipole_kernel((10, 9, 8), **kw) is cached  # the uncached call left the cache alone
+    g, g2 = gradient_sq_kernel((10, 9, 8), half=True), gradient_sq_kernel((10, 9, 8), half=True, cache=False)
+    assert g2.flags.writeable and np.array_equal(g, g2)

@@ -42,13 +42,15 @@ def l2_kernel(shape, *, voxel_size_mm, b0_dir, lam, dtype=np.float32, xp="numpy"
 
 @functools.lru_cache(maxsize=4)
 def _l2_kernel(shape, vox, b, dtype, xpname, lam):
-    kw = {"voxel_size_mm": vox, "b0_dir": b, "half": True, "dtype": dtype, "xp": xpname}
+    # D and G are built uncached and reused in place: only the result stays in memory
+    kw = {"voxel_size_mm": vox, "b0_dir": b, "half": True, "dtype": dtype, "xp": xpname, "cache": False}
     d = dipole_kernel(shape, **kw)
-    g = gradient_sq_kernel(shape, half=True, dtype=dtype, xp=xpname)
-    denom = d * d
-    denom += np.dtype(dtype).type(lam) * g
+    denom = gradient_sq_kernel(shape, half=True, dtype=dtype, xp=xpname, cache=False)
+    denom *= np.dtype(dtype).type(lam)
+    denom += d * d
     denom[(0, 0, 0)] = 1.0  # D = 0 there, so the kernel is 0
-    return _readonly(get_array_module(d).divide(d, denom, out=denom))
+    xp = get_array_module(d)
+    return _readonly(xp.divide(d, denom, out=d))
 
 
 def tkd_kernel(shape, *, voxel_size_mm, b0_dir, threshold, dtype=np.float32, xp="numpy"):
@@ -58,7 +60,7 @@ def tkd_kernel(shape, *, voxel_size_mm, b0_dir, threshold, dtype=np.float32, xp=
 
 @functools.lru_cache(maxsize=2)
 def _tkd_kernel(shape, vox, b, dtype, xpname, t):
-    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xpname)
+    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xpname, cache=False)
     xp = get_array_module(d)
     big = xp.abs(d) > t
     k = xp.where(big, 1.0 / xp.where(big, d, 1.0), xp.sign(d) / t)
