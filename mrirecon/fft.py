@@ -211,10 +211,16 @@ def wisdom_path() -> Path:
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = os.path.join(xdg, "mrirecon")
+    import hashlib
+
     import pyfftw
 
     version = getattr(pyfftw, "__version__", "unknown")
-    return Path(root) / f"fftw-wisdom-pyfftw{version}-{platform.machine()}.pickle"
+    # FFTW rejects wisdom from another FFTW build (e.g. a pyfftw rebuilt against a system or AVX2
+    # FFTW, scripts/install_fftw_simd.sh): one file per pyfftw installation keeps them apart
+    ext = getattr(getattr(pyfftw, "pyfftw", None), "__file__", None) or pyfftw.__file__
+    build = hashlib.sha1(os.path.realpath(ext).encode()).hexdigest()[:8]
+    return Path(root) / f"fftw-wisdom-pyfftw{version}-{build}-{platform.machine()}.pickle"
 
 
 def _wisdom_enabled() -> bool:
@@ -479,7 +485,28 @@ class _FusedPlan:
         return out
 
 
-_FUSED_MIN_VOXELS = 1 << 20  # below this the plain 3-D plans are as fast
+# The blocked filter pays where the volume is well beyond the last-level cache (so the passes
+# it saves cost memory bandwidth) and a block of whole columns fits the per-core cache. Measured
+# on a 2-core AMD EPYC (32 MiB L3, 512 KiB L2 per core), closed form / bare FFT pair, blocked vs
+# plain: 128^3 1.89 vs 1.52, 200x240x200 1.21 vs 1.35, 256^3 1.15 vs 1.38, 384^3 1.52 vs 1.35
+# (there the narrowest aligned column block is 2.4 MB).
+_FUSED_MIN_BYTES = 16 << 20
+_FUSED_MAX_COLUMN_BLOCK = 2 << 20
+
+
+def _use_fused(shape, dtype) -> bool:
+    """Whether :func:`real_filter` takes the cache-blocked path for this 3-D shape."""
+    import math
+
+    if len(shape) != 3 or math.prod(shape) * np.dtype(dtype).itemsize < _FUSED_MIN_BYTES:
+        return False
+    n0, n1, n2 = shape
+    m = n2 // 2 + 1
+    citem = 2 * np.dtype(dtype).itemsize
+    g = 32 // math.gcd(m * citem, 32)  # the narrowest column block that keeps SIMD alignment
+    return g * n0 * m * citem < _FUSED_MAX_COLUMN_BLOCK
+
+
 _FUSED_BLOCK_BYTES = 1 << 20  # about the L2 cache of one core
 
 
@@ -703,12 +730,7 @@ def real_filter(x, kernel, *, mask=None, spectrum=None):
     dtype = _real_dtype(x)
     if x.dtype.kind != "f":
         x = x.astype(dtype)
-    if (
-        spectrum is None
-        and x.ndim == 3
-        and x.size >= _FUSED_MIN_VOXELS
-        and getattr(kernel, "shape", None) == half_shape(shape)
-    ):
+    if spectrum is None and _use_fused(shape, dtype) and getattr(kernel, "shape", None) == half_shape(shape):
         plan = _get_plan("fused", shape, dtype, (0, 1, 2))
         with plan.lock:
             return plan.filter(x, kernel, mask)

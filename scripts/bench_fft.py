@@ -510,7 +510,7 @@ def bare_pair_fn(field, threads):
     shape = field.shape
     if fft.backend() == "pyfftw":
         # the plan object the closed form itself uses (its 3-D plans on its own buffer)
-        fused = len(shape) == 3 and math.prod(shape) >= getattr(fft, "_FUSED_MIN_VOXELS", math.inf)
+        fused = getattr(fft, "_use_fused", lambda *a: False)(shape, np.float32)
         plan = fft._get_plan("fused" if fused else "real", shape, np.dtype(np.float32), (0, 1, 2))
 
         def setup():  # unnormalised round trips grow by N: refill (untimed)

@@ -81,6 +81,9 @@ def test_real_filter_on_either_array_module(xp, assert_on, shape, dtype, monkeyp
     from mrirecon.device import to_numpy
 
     monkeypatch.setenv("MRIRECON_FFT_THREADS", "2")
+    if max(shape) > 100:  # the cache-blocked CPU path, which normally starts at 16 MiB volumes
+        monkeypatch.setattr(fft, "_FUSED_MIN_BYTES", 0)
+        assert fft._use_fused(shape, dtype)
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype(dtype)
     mask = rng.random(shape) > 0.3
