@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._xp import common_module
 from ..device import is_device_array
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import fftc, get_array_module, ifftc
 from ..operators import Operator
 
 __all__ = ["SenseOp", "check_sens", "common_module"]
-
-
-def common_module(**arrays):
-    """The array module shared by the named arrays (None entries skipped).
-
-    Data arrays (k-space, coil maps, starting images) must live on one device:
-    mixing NumPy and CuPy raises an :class:`InvalidParameterError` naming the
-    arrays instead of copying behind the caller's back.
-    """
-    mods = {name: get_array_module(a) for name, a in arrays.items() if a is not None}
-    found = set(mods.values())
-    if len(found) > 1:
-        where = ", ".join(f"{name} is a {m.__name__} array" for name, m in mods.items())
-        raise InvalidParameterError(
-            f"the inputs are on different devices ({where}): move them to one with "
-            "mrirecon.device.to_device(x, 'gpu' or 'cpu')"
-        )
-    return found.pop() if found else np
 
 
 def _complex_dtype(a) -> np.dtype:
