@@ -138,17 +138,8 @@ def ellipsoid(shape, fraction):
     return acc <= 1
 
 
-def clear():
-    getattr(fft, "clear_plan_cache", lambda: None)()
-    try:
-        from mrirecon.qsm import inversion
-        inversion._l2_kernel.cache_clear()
-    except AttributeError:
-        pass
-    scaled = getattr(fft, "_scaled", None)
-    if scaled is not None:
-        scaled.clear()
-    gc.collect()
+sys.path.insert(0, os.path.dirname(sys.argv[4]))
+from bench_fft import clear_caches as clear  # noqa: E402
 
 
 def rss():
@@ -281,9 +272,6 @@ def clear_caches():
         inversion._l2_kernel.cache_clear()
     except AttributeError:
         pass
-    scaled = getattr(fft, "_scaled", None)
-    if scaled is not None:
-        scaled.clear()
     gc.collect()
 
 
@@ -534,7 +522,15 @@ def memory_probe(shape):
     """Peak memory of closed_form_l2 above its inputs, in a fresh process (FFTW_ESTIMATE)."""
     env = subprocess_env(MRIRECON_FFTW_PLANNER="FFTW_ESTIMATE", MRIRECON_FFTW_WISDOM="0")
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, json.dumps(list(shape)), str(LAM), str(MASK_FRACTION)],
+        [
+            sys.executable,
+            "-c",
+            MEMORY_PROBE,
+            json.dumps(list(shape)),
+            str(LAM),
+            str(MASK_FRACTION),
+            os.path.abspath(__file__),
+        ],
         env=env,
         capture_output=True,
         text=True,
