@@ -161,18 +161,20 @@ del chi
 gc.collect()
 caches = tracemalloc.get_traced_memory()[0] - base
 maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-tracemalloc.reset_peak()
-b = tracemalloc.get_traced_memory()[0]
-chi = qsm.closed_form_l2(field, lam=lam, reference=None)
-warm_peak = tracemalloc.get_traced_memory()[1] - b
-del chi
-gc.collect()
-tracemalloc.reset_peak()
-b = tracemalloc.get_traced_memory()[0]
-chi = qsm.closed_form_l2(field, mask, lam=lam, reference="mask_mean")
-masked_peak = tracemalloc.get_traced_memory()[1] - b
-del chi
-gc.collect()
+
+
+def warm_peak_of(*args, **kw):
+    # tracemalloc's peak above the current allocations during one call (result dropped)
+    tracemalloc.reset_peak()
+    b = tracemalloc.get_traced_memory()[0]
+    qsm.closed_form_l2(*args, **kw)
+    peak = tracemalloc.get_traced_memory()[1] - b
+    gc.collect()
+    return peak
+
+
+warm_peak = warm_peak_of(field, lam=lam, reference=None)
+masked_peak = warm_peak_of(field, mask, lam=lam, reference="mask_mean")
 # does tracemalloc see the FFTW buffers? what clearing the plan cache frees
 buffer_bytes = None
 freed = None

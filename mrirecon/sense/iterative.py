@@ -28,7 +28,7 @@ from ..device import get_array_module
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..operators import Gradient
 from ..solvers import ProgressBar, SolverResult, cg, chain, dot_real, norm
-from .operator import SenseOp, check_mask, check_sens, common_module
+from .operator import SenseOp, check_kspace_values, check_mask, check_sens, common_module
 
 __all__ = ["cg_sense", "l1_wavelet", "power_iteration", "tv"]
 
@@ -59,10 +59,7 @@ def _setup(kspace, sens, mask):
             f"k-space must have the coil maps' shape (coil, *spatial) = {tuple(sens.shape)}, "
             f"got {tuple(kspace.shape)}"
         )
-    if not np.issubdtype(kspace.dtype, np.number) or kspace.dtype == np.bool_:
-        raise InvalidParameterError(f"k-space must be numeric, got dtype {kspace.dtype}")
-    if not bool(xp.isfinite(kspace).all()):
-        raise InvalidParameterError("k-space contains NaN or infinite values")
+    check_kspace_values(kspace, xp)
     if mask is None:
         mask = xp.any(kspace != 0, axis=0)
         if not bool(mask.any()):

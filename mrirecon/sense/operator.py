@@ -38,6 +38,14 @@ def check_sens(sens):
     return sens
 
 
+def check_kspace_values(kspace, xp=np):
+    """Raise unless ``kspace`` (an array of module ``xp``) is numeric and finite everywhere."""
+    if not np.issubdtype(kspace.dtype, np.number) or kspace.dtype == np.bool_:
+        raise InvalidParameterError(f"k-space must be numeric, got dtype {kspace.dtype}")
+    if not bool(xp.isfinite(kspace).all()):
+        raise InvalidParameterError("k-space contains NaN or infinite values")
+
+
 def check_mask(mask, spatial, xp=np):
     """Validate a sampling mask of the spatial shape; return it as a bool array of module ``xp``.
 

@@ -35,7 +35,7 @@ import numpy as np
 from ..device import get_array_module, to_numpy
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import ifftn
-from .operator import check_mask, check_sens, common_module
+from .operator import check_kspace_values, check_mask, check_sens, common_module
 
 __all__ = ["SenseUnfolder", "gfactor", "gfactor_pseudo_replica", "lattice_mask", "unfold"]
 
@@ -452,10 +452,7 @@ def _check_kspace(kspace, n_coils, spatial, xp=np):
             f"k-space must have shape (..., coil, *spatial) = (..., {n_coils}, "
             f"{', '.join(map(str, spatial))}) to match the coil maps, got {tuple(kspace.shape)}"
         )
-    if not np.issubdtype(kspace.dtype, np.number) or kspace.dtype == np.bool_:
-        raise InvalidParameterError(f"k-space must be numeric, got dtype {kspace.dtype}")
-    if not bool(xp.isfinite(kspace).all()):
-        raise InvalidParameterError("k-space contains NaN or infinite values")
+    check_kspace_values(kspace, xp)
     if kspace.dtype.kind != "c":
         kspace = kspace.astype(np.complex128 if kspace.dtype == np.float64 else np.complex64)
     return kspace
