@@ -3,7 +3,7 @@
 NumPy releases the GIL inside ufunc loops, so slabs of one large array can be
 processed by several threads at once; memory-bound passes (copies, masks,
 kernel multiplies) then run up to the machine's bandwidth instead of one
-core's. The thread count is :func:`mrirecon.fft.n_threads`.
+core's. The thread count is :func:`mrirecon.threads.n_threads`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+
+from .threads import n_threads
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -20,8 +22,6 @@ _PARALLEL_MIN = 1 << 20  # elements; below this one thread is faster
 
 def _pool():
     """A thread pool for element-wise passes over large volumes (NumPy releases the GIL)."""
-    from .fft import n_threads
-
     with _lock:
         pool = _state.get("pool")
         if pool is None or _state.get("pool_size") != n_threads():
@@ -45,8 +45,6 @@ def fused(fn, out, *operands) -> None:
     steps costs one pass over memory instead of one per step. Operands of size
     1 along axis 0 (broadcast) or 0-d are passed whole.
     """
-    from .fft import n_threads
-
     n0 = out.shape[0] if out.ndim else 1
     plane = max(1, out.nbytes // max(n0, 1))
     step = max(1, _BLOCK_BYTES // plane)
@@ -73,8 +71,6 @@ def elementwise(fn, out, *operands) -> None:
 
     Operands of shape 1 along axis 0 (broadcast) are passed whole.
     """
-    from .fft import n_threads
-
     threads = n_threads()
     if threads == 1 or out.size < _PARALLEL_MIN or out.shape[0] < threads:
         fn(*operands, out=out)

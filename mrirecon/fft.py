@@ -54,6 +54,7 @@ import numpy as np
 
 from ._parallel import elementwise, fused
 from .device import get_array_module
+from .threads import n_threads
 
 __all__ = [
     "backend",
@@ -84,26 +85,6 @@ _plans: collections.OrderedDict = collections.OrderedDict()
 # --------------------------------------------------------------------------
 # array modules and configuration
 # --------------------------------------------------------------------------
-def n_threads() -> int:
-    """Threads used by CPU transforms (``MRIRECON_FFT_THREADS`` or usable cores)."""
-    value = os.environ.get("MRIRECON_FFT_THREADS")
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            n = 0
-        if n >= 1:
-            return n
-        warnings.warn(
-            f"MRIRECON_FFT_THREADS={value!r} is not a positive integer; using all cores",
-            stacklevel=2,
-        )
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def backend() -> str:
     """Name of the CPU backend in use: ``"pyfftw"`` or ``"scipy"``."""
     if "backend" not in _state:

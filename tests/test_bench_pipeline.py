@@ -2,7 +2,7 @@
 
 import json
 
-from mrirecon.bench_pipeline import run
+from mrirecon.bench.pipeline import run
 
 
 def test_bench_pipeline_tiny(tmp_path):

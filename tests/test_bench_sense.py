@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mrirecon.bench_sense import run
+from mrirecon.bench.sense import run
 
 
 def test_bench_sense_tiny(tmp_path):

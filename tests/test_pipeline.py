@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from mrirecon import bids, qsm
+from mrirecon import qsm
 from mrirecon.cli import main
 from mrirecon.device import to_numpy
 from mrirecon.errors import InputFileError, InvalidParameterError, ShapeMismatchError
-from mrirecon.io import load_nifti
+from mrirecon.io import bids, load_nifti
 from mrirecon.metrics import nrmse
 from mrirecon.phantoms import simulate_megre
 

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _prog=p.prog)
+        p.set_defaults(_run=module.run, _prog=p.prog, _parser=p)
     return parser
 
 

@@ -72,7 +72,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
-    from .. import bids, io, qsm
+    from .. import io, qsm
+    from ..io import bids
 
     check_device(args.device)
     if args.method == "tv" and args.lam == "auto":

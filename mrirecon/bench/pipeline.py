@@ -7,17 +7,16 @@ background-removal × inversion pair, on simulated multi-echo GRE data of the he
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import fft, metrics, qsm
-from .phantoms import simulate_megre
-from .qsm import background as bg
+from .. import metrics, qsm
+from ..phantoms import simulate_megre
+from ..qsm import background as bg
+from .common import machine_line
 
 __all__ = ["run"]
 
@@ -42,8 +41,7 @@ def run(*, size=192, repeats=3, out=None, tv_lam=TV_LAM, log=print) -> dict:
     vox = d.voxel_size_mm
     log(
         f"# pipeline benchmark: {size}^3, {vox[0]:.2f} mm, {len(d.te_s)} echoes (TE {d.te_s} s), "
-        f"{d.b0_tesla} T, {fft.n_threads()} FFT threads ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs)"
+        f"{d.b0_tesla} T\n# {machine_line()}"
     )
     kw = {"b0_tesla": d.b0_tesla, "voxel_size_mm": vox, "b0_dir": d.b0_dir, "mask": d.mask}
     qsm.pipeline(d.magnitude, d.phase, d.te_s, **kw)  # warm-up: plans, wisdom, kernels
@@ -143,3 +141,16 @@ def run(*, size=192, repeats=3, out=None, tv_lam=TV_LAM, log=print) -> dict:
         (out / "pipeline_results.json").write_text(json.dumps(doc, indent=1, default=float))
         (out / "pipeline_results.md").write_text(text)
     return doc
+
+
+def add_arguments(p) -> None:
+    """The benchmark's options (``mrirecon bench pipeline`` and ``scripts/bench_pipeline.py``)."""
+    p.add_argument("--size", type=int, default=192, help="grid edge (default 192: 1 mm voxels)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of the closed-form pipeline")
+    p.add_argument("--out", default="bench_out/pipeline", help="output directory")
+
+
+def main(args) -> int:
+    """Run the benchmark with parsed ``args``."""
+    run(size=args.size, repeats=args.repeats, out=args.out)
+    return 0

@@ -11,10 +11,7 @@ start-up is amortised). ``scripts/bench_sense.py`` calls :func:`run`.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -22,25 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .fft import fftc
-from .phantoms import brain_slice
-from .sense import coils, iterative, recon, sampling
-from .sense.unfold import SenseUnfolder, gfactor
+from ..fft import fftc
+from ..phantoms import brain_slice
+from ..sense import coils, iterative, recon, sampling
+from ..sense.unfold import SenseUnfolder, gfactor
+from .. import io
+from .common import machine_info, machine_line, median_time
 
 __all__ = ["run"]
 
 L2_LAMS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 L1_LAMS = (1e-4, 3e-4, 1e-3, 3e-3)
-
-
-def _median_time(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def _sigpy_recon(y, sens, mask, lam, max_iter):
@@ -117,26 +106,26 @@ def _one_coil_count(
         figures.setdefault(nc, {})[name] = x
         log(f"{name}: {t:.4f} s per slice, NRMSE {err(x):.2f} % (λ {lam:g})")
 
-    t, x = _median_time(lambda: recon.sense(y, new_maps(), lam=lam_lattice, accel=accel, acs_iter=0), repeats)
+    t, _, x = median_time(lambda: recon.sense(y, new_maps(), lam=lam_lattice, accel=accel, acs_iter=0), repeats)
     record("closed-form unfold (lattice lines only)", t, x, lam_lattice)
-    t, x = _median_time(lambda: recon.sense(y, new_maps(), lam=lam_unfold, accel=accel), repeats)
+    t, _, x = median_time(lambda: recon.sense(y, new_maps(), lam=lam_unfold, accel=accel), repeats)
     record("closed-form unfold + ACS (5 PCG it.), new maps", t, x, lam_unfold)
     unf = SenseUnfolder(sens, accel, lam=lam_unfold)
-    t, _ = _median_time(lambda: unf(y), repeats)
+    t, _, _ = median_time(lambda: unf(y), repeats)
     r["methods"]["closed-form unfold, cached unfolder (lattice only)"] = {
         "time_s": t,
         "nrmse": err(unf(y)),
         "lam": lam_unfold,
     }
     log(f"cached unfolder: {t:.4f} s per slice")
-    t, x = _median_time(lambda: iterative.cg_sense(y, sens, lam=lam_cg, max_iter=30), repeats)
+    t, _, x = median_time(lambda: iterative.cg_sense(y, sens, lam=lam_cg, max_iter=30), repeats)
     record("CG-SENSE (mrirecon, 30 it.)", t, x, lam_cg)
     lam_l1 = sweep("L1-wavelet", lambda lam: iterative.l1_wavelet(y, sens, lam=lam, max_iter=100), L1_LAMS)
-    t, x = _median_time(lambda: iterative.l1_wavelet(y, sens, lam=lam_l1, max_iter=100), 1)
+    t, _, x = median_time(lambda: iterative.l1_wavelet(y, sens, lam=lam_l1, max_iter=100), 1)
     record("L1-wavelet (FISTA, 100 it.)", t, x, lam_l1)
     if have_sigpy:
         lam_sp = sweep("SigPy SenseRecon", lambda lam: _sigpy_recon(y, sens, mask, lam, 30), L2_LAMS)
-        t, x = _median_time(lambda: _sigpy_recon(y, sens, mask, lam_sp, 30), repeats)
+        t, _, x = median_time(lambda: _sigpy_recon(y, sens, mask, lam_sp, 30), repeats)
         record("SigPy SenseRecon (30 it.)", t, x, lam_sp)
 
     # a multi-slice volume: every slice with its own noise, maps new to every method
@@ -181,14 +170,14 @@ def run(*, size=256, n_coils=(16, 32), accel=4, acs=24, noise=1e-3, slices=8, re
     """Run the benchmark; returns a dict of results (and writes JSON/Markdown/PNG into ``out``)."""
     img = brain_slice((size, size))
     obj = np.abs(img) > 0.05
+    info = machine_info()
     have_sigpy = _has_module("sigpy")
     have_bart = shutil.which("bart") is not None
     log(
         f"# SENSE benchmark: {size}x{size} brain-like slice, R={accel} + {acs} ACS lines, noise {noise:g} of max|k|; "
-        f"SigPy {'yes' if have_sigpy else 'absent'}, BART {'yes' if have_bart else 'absent'}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        f"SigPy {'yes' if have_sigpy else 'absent'}, BART {'yes' if have_bart else 'absent'}\n# {machine_line(info)}"
     )
-    results = {"size": size, "accel": accel, "acs": acs, "noise": noise, "coils": {}}
+    results = {"size": size, "accel": accel, "acs": acs, "noise": noise, "machine": info, "coils": {}}
 
     def err(x):
         return float(100 * np.linalg.norm((x - img)[obj]) / np.linalg.norm(img[obj]))
@@ -257,7 +246,7 @@ def _table(results, slices):
 def _figures(out, img, figures):
     from matplotlib.figure import Figure
 
-    from .plot import save_figure
+    from ..plot import save_figure
 
     for nc, imgs in figures.items():
         names = [k for k in imgs if k != "g-factor"]
@@ -277,3 +266,19 @@ def _figures(out, img, figures):
             ax.set_xticks([])
             ax.set_yticks([])
         save_figure(fig, out / f"sense_{nc}coils.png", force=True, dpi=90)
+
+
+def add_arguments(p) -> None:
+    """The benchmark's options (``mrirecon bench sense`` and ``scripts/bench_sense.py``)."""
+    p.add_argument("--size", type=int, default=256, help="image edge (default 256)")
+    p.add_argument("--coils", type=int, nargs="+", default=[16, 32], help="coil counts (default 16 32)")
+    p.add_argument("--accel", type=int, default=4, help="acceleration R (default 4)")
+    p.add_argument("--acs", type=int, default=24, help="calibration lines (default 24)")
+    p.add_argument("--slices", type=int, default=8, help="slices of the multi-slice volume timing")
+    p.add_argument("--out", default="bench_out/sense", help="output directory")
+
+
+def main(args) -> int:
+    """Run the benchmark with parsed ``args``."""
+    run(size=args.size, n_coils=tuple(args.coils), accel=args.accel, acs=args.acs, slices=args.slices, out=args.out)
+    return 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mrirecon import io
-from mrirecon.errors import InputFileError
+from mrirecon.errors import InputFileError, OutputExistsError
 from mrirecon.phantoms import brain_slice
 
 
@@ -36,7 +36,7 @@ def test_cfl_round_trip_in_bart_order(tmp_path, kspace):
     io.write_cfl(tmp_path / "k", bart)
     assert np.array_equal(io.load_kspace(tmp_path / "k.cfl")["kspace"], kspace)
     assert np.array_equal(io.read_cfl(tmp_path / "k.hdr").reshape(12, 16, 1, 4), bart)
-    with pytest.raises(io.OutputExistsError):
+    with pytest.raises(OutputExistsError):
         io.write_cfl(tmp_path / "k", bart)
 
 
