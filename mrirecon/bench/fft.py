@@ -1014,5 +1014,3 @@ def run_benchmark(args):
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2))
     return doc
-
-

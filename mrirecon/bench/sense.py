@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import io
 from ..fft import fftc
 from ..phantoms import brain_slice
 from ..sense import coils, iterative, recon, sampling
 from ..sense.unfold import SenseUnfolder, gfactor
-from .. import io
 from .common import machine_info, machine_line, median_time
 
 __all__ = ["run"]
@@ -106,7 +106,9 @@ def _one_coil_count(
         figures.setdefault(nc, {})[name] = x
         log(f"{name}: {t:.4f} s per slice, NRMSE {err(x):.2f} % (λ {lam:g})")
 
-    t, _, x = median_time(lambda: recon.sense(y, new_maps(), lam=lam_lattice, accel=accel, acs_iter=0), repeats)
+    t, _, x = median_time(
+        lambda: recon.sense(y, new_maps(), lam=lam_lattice, accel=accel, acs_iter=0), repeats
+    )
     record("closed-form unfold (lattice lines only)", t, x, lam_lattice)
     t, _, x = median_time(lambda: recon.sense(y, new_maps(), lam=lam_unfold, accel=accel), repeats)
     record("closed-form unfold + ACS (5 PCG it.), new maps", t, x, lam_unfold)
@@ -280,5 +282,12 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     """Run the benchmark with parsed ``args``."""
-    run(size=args.size, n_coils=tuple(args.coils), accel=args.accel, acs=args.acs, slices=args.slices, out=args.out)
+    run(
+        size=args.size,
+        n_coils=tuple(args.coils),
+        accel=args.accel,
+        acs=args.acs,
+        slices=args.slices,
+        out=args.out,
+    )
     return 0
