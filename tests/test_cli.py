@@ -118,7 +118,7 @@ def test_phantom_bad_input(tmp_path, capsys, args, fragment):
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("mrirecon phantom: error:")
+    assert lines[0].startswith("mrirecon phantom qsm: error:")
     assert fragment in lines[0]
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -543,7 +543,13 @@ def test_qsm_help_mentions_every_option(capsys):
 
 
 def test_phantom_help(capsys):
+    from mrirecon.cli.phantom import KINDS
+
     assert main(["phantom", "--help"]) == 0
+    out = capsys.readouterr().out
+    for kind in KINDS:
+        assert kind in out, kind
+    assert main(["phantom", "qsm", "--help"]) == 0
     out = capsys.readouterr().out
     for opt in ("--shape", "--noise-ppm", "--seed", "--b0-direction", "--force"):
         assert opt in out, opt
