@@ -280,12 +280,15 @@ class History:
 
 
 class ProgressBar:
-    """Callback showing a tqdm progress bar (to stderr) with the latest residual/objective."""
+    """Callback showing progress (a tqdm bar on a terminal, plain lines in a log) with the latest residual.
+
+    See :func:`mrirecon.progress.progress`.
+    """
 
     def __init__(self, total, *, desc="iterations", disable=None):
-        from tqdm.auto import tqdm
+        from .progress import progress
 
-        self.bar = tqdm(total=total, desc=desc, disable=disable, leave=False)
+        self.bar = progress(total=total, desc=desc, unit="it", disable=bool(disable))
 
     def __call__(self, k, x, info):
         self.bar.update(1)
