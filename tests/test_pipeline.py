@@ -175,10 +175,13 @@ def test_run_end_to_end(dataset, megre, tmp_path, capsys):
         # measured at 48³ (4 mm voxels): sub-01 (brain mask given) 85.6 %, sub-02 (mask derived from
         # the magnitude, which keeps the scalp; integer-scaled phase) 95.9 %
         assert err < (90.0 if sub == "sub-01" else 100.0), (sub, err)
-    # existing derivatives are not overwritten without --force: the series fails, exit 1
-    assert main(["run", str(dataset), str(out), "--include", "01"]) == 1
-    assert "exists" in capsys.readouterr().err
-    assert main(["run", str(dataset), str(out), "--include", "01", "--force"]) == 0
+    # a rerun skips what is up to date; other parameters need --force (nothing is overwritten silently)
+    capsys.readouterr()
+    assert main(["run", str(dataset), str(out), "--include", "01"]) == 0
+    assert "sub-01: skipped (outputs up to date)" in capsys.readouterr().out
+    assert main(["run", str(dataset), str(out), "--include", "01", "--background", "sharp"]) == 1
+    assert "use --force" in capsys.readouterr().err
+    assert main(["run", str(dataset), str(out), "--include", "01", "--background", "sharp", "--force"]) == 0
 
 
 def test_run_reports_a_failed_subject_and_finishes_the_others(dataset, tmp_path, capsys):

@@ -54,21 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit code (0 success, 2 bad input)."""
+    """Run the command line; returns the exit code.
+
+    0 success, 1 some items failed (``run``), 2 bad input, 130 SIGINT, 143
+    SIGTERM. On a signal the temporary files being written are removed.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0)
     args._argv = list(sys.argv[1:] if argv is None else argv)
+    from ..io.atomic import Terminated, stop_signals
+
     try:
-        return int(args._run(args) or 0)
+        with stop_signals():
+            return int(args._run(args) or 0)
     except MriReconError as exc:
         print(f"{args._prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{args._prog}: interrupted; nothing was written", file=sys.stderr)
+        print(f"{args._prog}: interrupted (SIGINT); no partial file was left", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{args._prog}: terminated (SIGTERM); no partial file was left", file=sys.stderr)
+        return Terminated.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InvalidParameterError, MriReconError
-from ._device import add_device_argument, check_device, describe, to_device, to_numpy
+from ..errors import InvalidParameterError
+from ._device import add_device_argument, check_device, describe
 from .qsm import _lam as parse_lam
 
 NAME = "run"
@@ -29,13 +29,33 @@ The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS
 derivatives dataset: dataset_description.json, *_Chimap.nii.gz (ppm),
 *_desc-brain_mask.nii.gz, *_desc-local_fieldmap.nii.gz (ppm), a provenance
 JSON beside each, and *_Chimap.png. A series that fails is reported on one
-line and skipped; the others finish. Nothing of a failed series is written.
+line naming the file at fault; the others finish. Nothing of a failed series
+is written: a series' files appear together or not at all.
 
-exit codes: 0 all series done; 1 at least one series failed; 2 bad invocation.
+Reruns: a series whose outputs are all there and whose provenance records the
+same input files (path, size, modification time), parameters and package
+version is skipped; one whose outputs were made otherwise is reported as
+failed unless --force, which recomputes everything. Temporary files that a
+killed run left are removed. At the end: a table (series, status, time,
+output) and a JSON report in OUT_DIR/logs/.
+
+Parallel: --workers N starts a local Dask cluster (N processes on 127.0.0.1,
+no dashboard unless --dashboard); --scheduler ADDRESS|FILE uses an existing
+one (its workers need mrirecon and the data paths). A worker that dies fails
+its series, the others go on. Needs: pip install 'mrirecon[cluster]'.
+
+Stopping: SIGTERM (a batch scheduler's time limit) or SIGINT (Ctrl-C) cancel
+what is running, remove its temporary files, list the completed series and
+exit 143 / 130; a rerun continues where it stopped. When stderr is not a
+terminal (a log file), progress is one line per finished series.
+
+exit codes: 0 all series done or up to date; 1 at least one series failed;
+2 bad invocation; 130 SIGINT; 143 SIGTERM.
 
 example:
   mrirecon run /data/bids /data/derivatives/mrirecon --include sub-01 sub-02
   mrirecon run bids/ out/ --method tv --lam 3e-4 --background pdf
+  mrirecon run bids/ out/ --workers 2
 """
 
 
@@ -66,88 +86,94 @@ def add_arguments(p) -> None:
         help="field strength, overriding/replacing MagneticFieldStrength",
     )
     add_device_argument(p)
-    p.add_argument("--force", action="store_true", help="overwrite existing derivatives")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run series in parallel on a local Dask cluster of N worker processes (127.0.0.1); "
+        "FFT threads per worker = usable cores // N",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS|FILE",
+        help="submit to an existing Dask scheduler (tcp://host:8786, or a scheduler file), "
+        "e.g. one started by dask-jobqueue on SLURM/PBS",
+    )
+    p.add_argument(
+        "--dashboard", action="store_true", help="with --workers: start the Dask dashboard on 127.0.0.1"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute every series and overwrite its derivatives (default: skip series that are up to date)",
+    )
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm
-
-    from .. import io, qsm
+    from .. import cohort
     from ..io import bids
+    from ..io.atomic import Terminated
 
     check_device(args.device)
     if args.method == "tv" and args.lam == "auto":
         raise InvalidParameterError("--method tv needs a numeric --lam")
     if args.b0_tesla is not None and (not math.isfinite(args.b0_tesla) or args.b0_tesla <= 0):
         raise InvalidParameterError(f"--b0-tesla must be positive, got {args.b0_tesla}")
+    if args.workers is not None and args.workers < 1:
+        raise InvalidParameterError(f"--workers must be at least 1, got {args.workers}")
+    if args.dashboard and args.workers is None:
+        raise InvalidParameterError(
+            "--dashboard needs --workers (a local cluster); an existing scheduler has its own"
+        )
     out = Path(args.out_dir)
     if out.resolve() == Path(args.bids_dir).resolve():
         raise InvalidParameterError("OUT_DIR must not be the BIDS dataset itself")
     series = bids.find_series(args.bids_dir, include=args.include)
     bids.write_dataset_description(out, source=args.bids_dir)
-    failed = []
-    steps = (
-        "load",
-        "phase scaling",
-        "mask",
-        "unwrapping",
-        "echo fit",
-        "background removal",
-        "dipole inversion",
-        "write",
+    parameters = {
+        "b0_tesla": args.b0_tesla,
+        "device": args.device,
+        "device_name": describe(args.device),
+        "pipeline": {"background": args.background, "method": args.method, "lam": args.lam},
+    }
+    command = " ".join(["mrirecon", *args._argv])
+    engine = (
+        f"dask LocalCluster, {args.workers} workers"
+        if args.workers
+        else (f"dask scheduler {args.scheduler}" if args.scheduler else "in process")
     )
-    outer = tqdm(series, desc="series", unit="series", leave=True)
-    for s in outer:
-        outer.set_postfix_str(s.stem)
-        inner = tqdm(total=len(steps), desc=s.stem, leave=False)
-        t0 = time.perf_counter()
-        try:
-            loaded = bids.load_series(s, b0_tesla=args.b0_tesla)
-            inner.update(1)
-            dev = (
-                (lambda a: a)
-                if args.device == "cpu"
-                else (lambda a: None if a is None else to_device(a, "gpu"))
+    started = time.time()
+    try:
+        results = cohort.run_cohort(
+            series,
+            out,
+            parameters,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            dashboard=args.dashboard,
+            force=args.force,
+            command=command,
+            log=lambda line: print(line, flush=True),
+        )
+    except (KeyboardInterrupt, Terminated) as exc:
+        results = getattr(exc, "results", None)
+        if results is not None:
+            report = cohort.write_report(out, results, command=command, engine=engine, started=started)
+            done = [r.series for r in results if r.status in ("done", "skipped")]
+            print(cohort.summary_table(results), file=sys.stderr)
+            print(
+                f"{args._prog}: stopped; completed series ({len(done)} of {len(results)}): "
+                f"{', '.join(done) or 'none'}; report: {report}",
+                file=sys.stderr,
             )
-            result = qsm.pipeline(
-                dev(loaded["magnitude"]),
-                dev(loaded["phase"]),
-                loaded["te_s"],
-                b0_tesla=loaded["b0_tesla"],
-                voxel_size_mm=loaded["voxel_size_mm"],
-                b0_dir=io.b0_direction_from_affine(loaded["affine"]),
-                phase_units=loaded["phase_units"],
-                mask=dev(loaded["mask"]),
-                background=args.background,
-                method=args.method,
-                lam=args.lam,
-                step_callback=lambda name, bar=inner: bar.update(1),
-            )
-            for name in ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask"):
-                setattr(result, name, to_numpy(getattr(result, name)))  # one copy out
-            result.params["Device"] = describe(args.device)
-            paths = bids.write_outputs(
-                out,
-                s,
-                result,
-                loaded,
-                force=args.force,
-                extra={
-                    "Command": " ".join(["mrirecon", *args._argv]),
-                    "MaskFile": str(s.mask) if s.mask else None,
-                },
-            )
-            inner.update(1)
-            tqdm.write(f"{s.stem}: wrote {paths['chi']} ({time.perf_counter() - t0:.1f} s)", file=sys.stdout)
-        except MriReconError as exc:
-            failed.append(s.stem)
-            tqdm.write(f"{s.stem}: error: {exc}", file=sys.stderr)
-        finally:
-            inner.close()
-    outer.close()
+        raise
+    report = cohort.write_report(out, results, command=command, engine=engine, started=started)
+    print(cohort.summary_table(results))
+    failed = [r.series for r in results if r.status == "failed"]
+    print(f"report: {report}")
     if failed:
         print(
-            f"mrirecon run: {len(failed)} of {len(series)} series failed: {', '.join(failed)}",
+            f"{args._prog}: {len(failed)} of {len(series)} series failed: {', '.join(failed)}",
             file=sys.stderr,
         )
         return 1

@@ -3,17 +3,38 @@
 Every writer in the package goes through :class:`atomic_path` (and
 :func:`check_writable` before any work starts), so an output either appears
 whole or not at all, and an existing file is replaced only with ``force``.
+:class:`atomic_paths` does the same for a group of files that belong together
+(all appear or none). This is also the one place that cleans up when the
+process is told to stop: inside :func:`stop_signals`, SIGTERM (a batch
+scheduler's time limit) raises :class:`Terminated` and SIGINT raises
+``KeyboardInterrupt`` in the main thread, so every ``with`` block unwinds and
+removes its temporary file; whatever is still registered is removed on the
+way out. Temporary names are ``.<name>.<random>.tmp<suffix>`` beside the
+target, so :func:`sweep_temporaries` can also remove those that another
+process (a killed worker) left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from ..errors import InputFileError, OutputExistsError
 
-__all__ = ["NIFTI_SUFFIXES", "atomic_path", "check_writable"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "Terminated",
+    "atomic_path",
+    "atomic_paths",
+    "check_writable",
+    "live_temporaries",
+    "stop_signals",
+    "sweep_temporaries",
+]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _NIFTI_SUFFIXES = NIFTI_SUFFIXES
@@ -50,17 +71,157 @@ class atomic_path:
         self.path = check_writable(path, force=force)
 
     def __enter__(self) -> Path:
-        name = self.path.name
-        suffix = next((s for s in _NIFTI_SUFFIXES if name.lower().endswith(s)), self.path.suffix)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{name}.", suffix=f".tmp{suffix}")
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        self.tmp = Path(tmp)
+        self.tmp = _temporary(self.path)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+        finally:
+            _forget(self.tmp)
         return False
+
+
+class atomic_paths:
+    """Context manager giving temporary paths for a group of outputs: all appear, or none.
+
+    Yields one temporary path per target (in order). On success they are
+    renamed into place with SIGINT/SIGTERM held back (a signal that arrives
+    meanwhile is delivered once the whole group is in place); on an exception
+    every temporary is removed and no target is touched.
+    """
+
+    def __init__(self, paths, *, force: bool = False):
+        self.paths = [check_writable(p, force=force) for p in paths]
+
+    def __enter__(self) -> list:
+        self.tmps = []
+        try:
+            for p in self.paths:
+                self.tmps.append(_temporary(p))
+        except BaseException:
+            self._discard()
+            raise
+        return list(self.tmps)
+
+    def _discard(self):
+        for t in self.tmps:
+            t.unlink(missing_ok=True)
+            _forget(t)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._discard()
+            return False
+        with _signals_held():
+            for t, p in zip(self.tmps, self.paths, strict=True):
+                os.replace(t, p)
+                _forget(t)
+        return False
+
+
+# --------------------------------------------------------------------------
+# temporaries and stop signals
+# --------------------------------------------------------------------------
+_live: set = set()
+_live_lock = threading.Lock()
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM inside :func:`stop_signals` (exit code 143)."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _temporary(path: Path) -> Path:
+    name = path.name
+    suffix = next((s for s in _NIFTI_SUFFIXES if name.lower().endswith(s)), path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=f".tmp{suffix}")
+    tmp = Path(tmp)
+    with _live_lock:
+        _live.add(tmp)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    return tmp
+
+
+def _forget(tmp: Path) -> None:
+    with _live_lock:
+        _live.discard(tmp)
+
+
+def live_temporaries() -> list:
+    """Temporary files this process is writing now (not yet renamed into place)."""
+    with _live_lock:
+        return sorted(_live)
+
+
+def _remove_live() -> list:
+    with _live_lock:
+        paths = list(_live)
+        _live.clear()
+    for p in paths:
+        p.unlink(missing_ok=True)
+    return paths
+
+
+def sweep_temporaries(targets) -> list:
+    """Remove the temporary files that writers of ``targets`` left beside them; returns them.
+
+    For outputs another process was writing when it was killed (a Dask
+    worker, a process that got SIGKILL): the pattern is the one
+    :class:`atomic_path` uses, so nothing else is touched.
+    """
+    removed = []
+    for target in targets:
+        target = Path(target)
+        if not target.parent.is_dir():
+            continue
+        for p in target.parent.glob(f".{target.name}.*.tmp*"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _is_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT/SIGTERM back for a few renames (main thread, POSIX only)."""
+    held = _is_main_thread() and hasattr(signal, "pthread_sigmask")
+    if held:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if held:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM raises :class:`Terminated`, SIGINT ``KeyboardInterrupt``; live temporaries removed on exit.
+
+    Installed by the ``mrirecon`` command around every subcommand. Outside the
+    main thread it only removes the temporaries on the way out.
+    """
+    installed = _is_main_thread()
+    if installed:
+        old_term = signal.signal(signal.SIGTERM, _raise_terminated)
+        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+        _remove_live()

@@ -12,7 +12,6 @@ PNG of orthogonal slices.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -229,7 +228,7 @@ def write_outputs(out_dir, series: MegreSeries, result, loaded, *, extra=None, f
     """Write a series' Chimap, mask, local field (+ JSON each) and PNG: all or nothing."""
     from .. import __version__
     from ..plot import orthoslices
-    from .atomic import atomic_path, check_writable
+    from .atomic import atomic_paths, check_writable
     from .nifti import save_nifti, sidecar_path, write_json
 
     paths = output_paths(out_dir, series)
@@ -265,14 +264,14 @@ def write_outputs(out_dir, series: MegreSeries, result, loaded, *, extra=None, f
         ),
     ]
     fig = orthoslices(result.chi, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
-    with contextlib.ExitStack() as stack:
+    # one group: the series' files all appear, or none (also on SIGTERM/SIGINT)
+    order = [p for key, _, _ in items for p in (paths[key], sidecar_path(paths[key]))] + [paths["png"]]
+    with atomic_paths(order, force=force) as tmps:
+        tmp = dict(zip(order, tmps, strict=True))
         for key, data, meta in items:
-            tmp = stack.enter_context(atomic_path(paths[key], force=force))
-            save_nifti(tmp, data, loaded["affine"], loaded["header"], force=True)
-            tmp = stack.enter_context(atomic_path(sidecar_path(paths[key]), force=force))
-            write_json(tmp, {**meta, **common}, force=True)
-        tmp = stack.enter_context(atomic_path(paths["png"], force=force))
-        fig.savefig(tmp, dpi=100, format="png")
+            save_nifti(tmp[paths[key]], data, loaded["affine"], loaded["header"], force=True)
+            write_json(tmp[sidecar_path(paths[key])], {**meta, **common}, force=True)
+        fig.savefig(tmp[paths["png"]], dpi=100, format="png")
     return paths
 
 

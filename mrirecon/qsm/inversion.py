@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, ShapeMismatchError
 from ..fft import get_array_module
 from ..kspace import dipole_kernel, gradient_sq_kernel, normalize_direction, normalize_voxel_size, xp_name
 from ._prepare import check_lam, check_reference, filter_checked, finish, prepare
@@ -81,11 +81,15 @@ def closed_form_l2(
 
     Parameters
     ----------
-    field : ndarray, shape (x, y, z), real
+    field : ndarray, shape (x, y, z) or (x, y, z, t), real
         Local field in ppm (of B0). float64 stays float64; anything else runs in float32.
+        A 4-D series (time last, as NIfTI stores it) is inverted volume by
+        volume with one kernel and one FFT plan (and one λ: with ``"auto"``,
+        GCV on the first volume, so that every volume is regularised alike).
     mask : ndarray of bool, shape (x, y, z), optional
         Region of interest: the field is set to zero outside it before the
-        inversion and the result is zero outside it.
+        inversion and the result is zero outside it. For a series, one mask
+        for every volume, or a 4-D mask of the field's shape.
     voxel_size_mm : float or 3 floats
         Voxel size in mm along the array axes.
     b0_dir : 3 floats
@@ -106,7 +110,7 @@ def closed_form_l2(
 
     Returns
     -------
-    chi : ndarray, shape (x, y, z)
+    chi : ndarray, shape of ``field``
         Susceptibility in ppm, same array module and precision as ``field``.
 
     Notes
@@ -135,6 +139,14 @@ def closed_form_l2(
     check_reference(reference)
     if not (isinstance(lam, str) and lam == "auto"):
         check_lam(lam)
+    if getattr(field, "ndim", 0) == 4:
+        kw = {"voxel_size_mm": voxel_size_mm, "b0_dir": b0_dir, "pad": pad, "reference": reference}
+        if isinstance(lam, str) and lam == "auto":
+            from .lcurve import lcurve
+
+            first, first_mask = _volume(field, mask, 0)
+            lam = lcurve(first, first_mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad).lam
+        return _over_volumes(closed_form_l2, field, mask, lam=lam, **kw)
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
     xp = get_array_module(prep.field)
     kw = {
@@ -169,7 +181,7 @@ def tkd(
     Parameters
     ----------
     field, mask, voxel_size_mm, b0_dir, pad, reference
-        As in :func:`closed_form_l2`.
+        As in :func:`closed_form_l2` (a 4-D series too).
     threshold : float
         Truncation level t, 0 < t < 2/3 (default 0.19).
 
@@ -193,6 +205,9 @@ def tkd(
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 2 / 3:
         raise InvalidParameterError(f"threshold must be a number in (0, 2/3), got {threshold!r}")
     check_reference(reference)
+    if getattr(field, "ndim", 0) == 4:
+        kw = {"voxel_size_mm": voxel_size_mm, "b0_dir": b0_dir, "pad": pad, "reference": reference}
+        return _over_volumes(tkd, field, mask, threshold=threshold, **kw)
     prep = prepare(field, mask, voxel_size_mm=voxel_size_mm, b0_dir=b0_dir, pad=pad)
     xp = get_array_module(prep.field)
     kernel = tkd_kernel(
@@ -204,3 +219,35 @@ def tkd(
         xp=xp.__name__,
     )
     return finish(prep, filter_checked(prep, kernel), reference)
+
+
+def _volume(field, mask, t):
+    """Volume ``t`` of a series (contiguous) and its mask."""
+    xp = get_array_module(field)
+    vol = xp.ascontiguousarray(field[..., t])
+    if mask is not None and getattr(mask, "ndim", 0) == 4:
+        mask = mask[..., t]
+    return vol, mask
+
+
+def _over_volumes(invert, field, mask, **kw):
+    """Apply a 3-D inversion to every volume of an (x, y, z, t) series.
+
+    The kernel and the FFT plan are cached per grid, so only the first volume
+    builds them; each further volume costs what a single 3-D call costs.
+    """
+    xp = get_array_module(field)
+    if field.shape[3] < 1:
+        raise ShapeMismatchError(f"field series has no volumes: shape {field.shape}")
+    if mask is not None and getattr(mask, "ndim", 0) not in (3, 4):
+        raise ShapeMismatchError(f"mask must be (x, y, z) or (x, y, z, t), got shape {mask.shape}")
+    if mask is not None and mask.ndim == 4 and mask.shape != field.shape:
+        raise ShapeMismatchError(f"4-D mask shape {mask.shape} does not match the field's {field.shape}")
+    out = None
+    for t in range(field.shape[3]):
+        vol, m = _volume(field, mask, t)
+        chi = invert(vol, m, **kw)
+        if out is None:
+            out = xp.empty(field.shape, dtype=chi.dtype)
+        out[..., t] = chi
+    return out
