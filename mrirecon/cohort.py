@@ -256,6 +256,7 @@ def run_cohort(
     command=None,
     log=print,
     progress=True,
+    timings=None,
 ):
     """Process every series; returns one :class:`SeriesResult` per series, in input order.
 
@@ -284,6 +285,9 @@ def run_cohort(
         reported on stdout, failures on stderr.
     progress : bool
         Show progress over series (:func:`mrirecon.progress.progress`).
+    timings : dict, optional
+        Filled with ``startup_s``: the time to start the local cluster and its
+        workers (0 in process or on an existing scheduler).
     """
     _check_engine(workers, scheduler)
     out_dir = Path(out_dir)
@@ -323,7 +327,11 @@ def run_cohort(
             for s in todo:
                 finished(process_series(s, out_dir, parameters, force=force, command=command))
         else:
-            _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, dashboard, finished)
+            startup = _run_dask(
+                todo, out_dir, parameters, force, command, workers, scheduler, dashboard, finished
+            )
+            if timings is not None:
+                timings["startup_s"] = startup
     except BaseException as exc:
         for s in todo:
             if s.stem not in results:
@@ -341,8 +349,10 @@ def _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, das
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
+    startup = 0.0
     try:
         if scheduler is None:
+            t0 = time.perf_counter()
             threads = max(1, _usable_cores() // workers)
             env = {
                 "MRIRECON_FFT_THREADS": str(threads),
@@ -362,6 +372,8 @@ def _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, das
                     env=env,
                 )
             client = Client(cluster)
+            client.wait_for_workers(workers)
+            startup = time.perf_counter() - t0
             if dashboard:
                 print(f"Dask dashboard: {client.dashboard_link}", flush=True)
         elif Path(scheduler).is_file():
@@ -395,6 +407,7 @@ def _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, das
     finally:
         if cluster is not None:
             cluster.close()
+    return startup
 
 
 # --------------------------------------------------------------------------

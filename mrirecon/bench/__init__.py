@@ -17,6 +17,7 @@ BENCHMARKS = {
     "pipeline": ("pipeline", "multi-echo GRE to χ: per-step times, background removal × inversion NRMSE"),
     "sense": ("sense", "closed-form SENSE against CG-SENSE, L1-wavelet, SigPy and BART"),
     "fft": ("fft", "the closed form against its FFT pair, memory/arithmetic floors, scipy.fft, NumPy"),
+    "cohort": ("cohort", "mrirecon run over a simulated cohort in process and on Dask; a 4-D series"),
 }
 
 __all__ = ["BENCHMARKS", "load"]
