@@ -121,6 +121,10 @@ def run(args) -> int:
         raise InvalidParameterError(f"--b0-tesla must be positive, got {args.b0_tesla}")
     if args.workers is not None and args.workers < 1:
         raise InvalidParameterError(f"--workers must be at least 1, got {args.workers}")
+    if args.device == "gpu" and (args.workers is not None or args.scheduler is not None):
+        raise InvalidParameterError(
+            "--device gpu runs in process (one GPU); --workers/--scheduler would share it between workers"
+        )
     if args.dashboard and args.workers is None:
         raise InvalidParameterError(
             "--dashboard needs --workers (a local cluster); an existing scheduler has its own"
