@@ -37,15 +37,18 @@ def test_preconditioned_cg_converges_to_the_full_objective(data, xp, assert_on):
     lam = 1e-3
     sens, y = xp.asarray(sens), xp.asarray(y)
     ref = to_numpy(cg_sense(y, sens, lam=lam, mask=mask, max_iter=3000, tol=1e-13))
-    results = {it: sense(y, sens, lam=lam, accel=4, acs_iter=it) for it in (0, 2, 5, 100)}
+    results = {
+        it: sense(y, sens, lam=lam, accel=4, acs_iter=it, tol=1e-12 if it == 100 else 1e-3)
+        for it in (0, 2, 5, 100)
+    }
     assert_on(*results.values())
     errs = [np.linalg.norm(to_numpy(x) - ref) / np.linalg.norm(ref) for x in results.values()]
     assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-4, errs
     # acs_iter=0 is the pure unfold of the lattice lines
-    np.testing.assert_allclose(to_numpy(results[0]), to_numpy(unfold(y, sens, lam=lam, accel=4)), atol=1e-12)
+    np.testing.assert_allclose(to_numpy(results[0]), to_numpy(unfold(y, sens, lam=lam, accel=4)), atol=1e-5)
     # an explicit mask (host or device) gives the same answer as the one read from the data
     for m in (mask, xp.asarray(mask)):
-        got = sense(y, sens, lam=lam, accel=4, mask=m)
+        got = sense(y, sens, lam=lam, accel=4, mask=m, acs_iter=5)
         assert_on(got)
         np.testing.assert_allclose(to_numpy(got), to_numpy(results[5]), atol=1e-12)
 
@@ -125,7 +128,7 @@ def test_cli_sense(tmp_path, data, capsys):
     g = load_nifti(tmp_path / "g.nii.gz", ndim=None).data
     assert g.max() > 1 and np.isfinite(g).all()
     meta = json.loads((tmp_path / "img.json").read_text())
-    assert meta["Method"] == "unfold" and meta["ACSIterations"] == 5
+    assert meta["Method"] == "unfold" and meta["ACSIterations"] == 4
     assert (tmp_path / "img_real.nii.gz").exists() and (tmp_path / "img_imag.nii.gz").exists()
     for method in ("cg", "l1-wavelet", "tv"):
         assert (

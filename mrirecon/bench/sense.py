@@ -28,7 +28,7 @@ from .common import machine_info, machine_line, median_time
 
 __all__ = ["run"]
 
-L2_LAMS = (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+L2_LAMS = (0.0, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 L1_LAMS = (1e-4, 3e-4, 1e-3, 3e-3)
 
 

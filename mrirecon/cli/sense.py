@@ -17,9 +17,12 @@ NAME = "sense"
 HELP = "SENSE reconstruction of multi-coil Cartesian k-space (closed-form unfold, CG, L1-wavelet, TV)"
 DESCRIPTION = """\
 Reads k-space (coil, *spatial) from .npy/.npz (arrays 'kspace', optional 'sens',
-'mask'), BART .cfl/.hdr (READ, PHS1, PHS2, COIL) or fastMRI HDF5 ('kspace'
-(slices, coil, H, W), phase encoding along W; --slice picks one), zero where
-not sampled. Phase encoding is along the leading spatial axes, readout last.
+'mask', 'noise'), BART .cfl/.hdr (READ, PHS1, PHS2, COIL), fastMRI HDF5 ('kspace'
+(slices, coil, H, W), phase encoding along W; --slice picks one) or ISMRMRD
+HDF5 (Cartesian; readout oversampling cropped to the recon matrix, noise
+scans used for prewhitening, calibration lines as the ACS block, slices and
+repetitions reconstructed one by one), zero where not sampled. Phase encoding
+is along the leading spatial axes, readout last.
 
 methods (objective with the orthonormal centred FFT, the lambda scale of BART
 pics -l2 and SigPy SenseRecon):
@@ -36,8 +39,10 @@ size --voxel-size-mm), --complex also writes OUT_real/OUT_imag, --gfactor a
 g-factor map of the lattice (closed form). A JSON sidecar records everything.
 
 example:
-  mrirecon sense scan.npz -o img.nii.gz --lam 1e-3 --gfactor g.nii.gz
-  mrirecon sense ksp.cfl --espirit -o img.nii.gz --method l1-wavelet --lam 1e-3
+  mrirecon phantom sense -o case/
+  mrirecon sense case/kspace.npz -o img.nii.gz --gfactor g.nii.gz      # lambda from the data
+  mrirecon sense case/scan.h5 --espirit -o img_ismrmrd.nii.gz            # ISMRMRD
+  mrirecon sense case/kspace.npz -o img_l1.nii.gz --method l1-wavelet --lam 1e-3
 """
 
 
@@ -55,7 +60,10 @@ def add_arguments(p) -> None:
         "--method", choices=("unfold", "cg", "l1-wavelet", "tv"), default="unfold", help="default unfold"
     )
     p.add_argument(
-        "--lam", type=float, default=None, help="lambda >= 0 (default: 0 for unfold/cg, 1e-3 otherwise)"
+        "--lam",
+        default=None,
+        help="lambda >= 0, or 'auto'/'gcv'/'sure'/'upre'/'discrepancy' (unfold; default auto = GCV); "
+        "cg: default 0, l1-wavelet/tv: default 1e-3",
     )
     p.add_argument(
         "--accel", type=int, nargs="+", metavar="R", help="acceleration R (or Ry Rz); default: detected"
@@ -63,8 +71,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--acs-iter",
         type=int,
-        default=5,
-        help="unfold: CG iterations with the ACS lines, preconditioned by the unfold (default 5)",
+        default=4,
+        help="unfold: most PCG iterations with the ACS lines, from the unfold and preconditioned by it (default 4)",
     )
     p.add_argument("--max-iter", type=int, default=None, help="cg/l1-wavelet/tv iterations")
     p.add_argument("--slice", type=int, default=None, help="fastMRI files: the slice to reconstruct")
@@ -93,15 +101,49 @@ def _outputs(args):
     return paths
 
 
+def _norm(a):
+    t = tuple(int(v) for v in a) if np.ndim(a) else (int(a),)
+    while len(t) > 1 and t[-1] == 1:
+        t = t[:-1]
+    return t
+
+
+def _jsonable(v):
+    return [int(a) for a in v] if np.ndim(v) else (int(v) if isinstance(v, (int, np.integer)) else v)
+
+
+def _parse_lam(value, method):
+    from ..sense.lam import CRITERIA
+
+    if value is None:
+        return "auto" if method == "unfold" else (0.0 if method == "cg" else 1e-3)
+    if str(value).lower() in ("auto", *CRITERIA):
+        if method != "unfold":
+            raise InvalidParameterError(
+                f"--lam {value} (from the data) is for --method unfold; give a number"
+            )
+        return str(value).lower()
+    try:
+        lam = float(value)
+    except ValueError:
+        raise InvalidParameterError(
+            f"--lam must be a number >= 0 or one of auto, {', '.join(CRITERIA)}; got {value!r}"
+        ) from None
+    if not math.isfinite(lam) or lam < 0:
+        raise InvalidParameterError(f"--lam must be >= 0, got {lam}")
+    return lam
+
+
 def run(args) -> int:
+    import shlex
+    import sys
+
     from .. import __version__, io
     from ..sense import coils, iterative, recon, sampling
     from ..sense.unfold import gfactor
 
     t0 = time.perf_counter()
-    lam = args.lam if args.lam is not None else (0.0 if args.method in ("unfold", "cg") else 1e-3)
-    if not math.isfinite(lam) or lam < 0:
-        raise InvalidParameterError(f"--lam must be >= 0, got {lam}")
+    lam = _parse_lam(args.lam, args.method)
     if args.acs_iter < 0 or (args.max_iter is not None and args.max_iter < 1):
         raise InvalidParameterError("--acs-iter must be >= 0 and --max-iter >= 1")
     check_device(args.device)
@@ -111,6 +153,18 @@ def run(args) -> int:
 
     data = io.load_kspace(args.kspace, slice_index=args.slice)
     k = data["kspace"]
+    if data.get("format") == "ISMRMRD" and len(data.get("batch", [])) > 1:
+        if args.slice is None:
+            raise InvalidParameterError(
+                f"{args.kspace}: {len(data['batch'])} slices/repetitions {data['batch']}; pick one with --slice I"
+            )
+        if not 0 <= args.slice < k.shape[0]:
+            raise InvalidParameterError(f"--slice must be in [0, {k.shape[0]}), got {args.slice}")
+        k = k[args.slice]
+    whitened = False
+    if data.get("noise") is not None:
+        k, wmat = coils.prewhiten(k, noise=np.asarray(data["noise"]))
+        whitened = True
     if k.ndim not in (3, 4):
         raise ShapeMismatchError(
             f"k-space must be (coil, *spatial) with 2 or 3 spatial axes, got {k.shape} (use --slice)"
@@ -141,6 +195,12 @@ def run(args) -> int:
             maps_from = "the k-space file's 'sens'"
         else:
             raise InvalidParameterError("no coil sensitivities: give -s SENS or --espirit")
+        if whitened:
+            if np.shape(sens)[0] != k.shape[0]:
+                raise ShapeMismatchError(
+                    f"coil maps have shape {np.shape(sens)} but the k-space has {k.shape}"
+                )
+            sens = coils.apply_coil_matrix(wmat, np.asarray(sens))
     if args.device == "gpu":
         sens = to_device(sens, "gpu")
     xp = get_array_module(k)
@@ -150,14 +210,37 @@ def run(args) -> int:
     if not bool(xp.all(xp.isfinite(sens))):
         raise InvalidParameterError("coil sensitivities have NaN/Inf values")
     accel = None
+    pattern = sampling.detect_pattern(sampled)
+    detected = 1 if pattern.kind == "full" else pattern.accel
     if args.accel:
         accel = args.accel[0] if len(args.accel) == 1 else tuple(args.accel[:2])
         n0 = k.shape[1]
         if isinstance(accel, int) and (accel < 1 or n0 % accel):
             raise InvalidParameterError(f"R={accel} does not divide the {n0} phase-encoding lines")
+        if pattern.kind != "irregular" and _norm(accel) != _norm(detected):
+            raise InvalidParameterError(
+                f"--accel {' '.join(map(str, args.accel))} contradicts the sampling detected in the data: "
+                f"R={detected}, offset {pattern.offset}, ACS block of {pattern.acs_lines} lines"
+            )
+    header_accel = data.get("accel")
+    if header_accel and header_accel > 1 and pattern.kind == "uniform" and header_accel != detected:
+        raise InvalidParameterError(
+            f"{args.kspace}: the header's acceleration {header_accel} contradicts the sampling detected "
+            f"in the data (R={detected}, offset {pattern.offset})"
+        )
 
+    info = {}
     if args.method == "unfold":
-        img = recon.sense(k, sens, lam=lam, accel=accel, acs_iter=args.acs_iter)
+        img, info = recon.sense(
+            k,
+            sens,
+            lam=lam,
+            accel=accel,
+            acs_iter=args.acs_iter,
+            noise_sd=1.0 if whitened else None,
+            return_info=True,
+        )
+        lam = info["lam"]
     elif args.method == "cg":
         img = iterative.cg_sense(k, sens, lam=lam, max_iter=args.max_iter or 30)
     elif args.method == "l1-wavelet":
@@ -170,21 +253,34 @@ def run(args) -> int:
         r = accel if accel is not None else pat.accel
         if pat is not None and pat.kind not in ("uniform", "caipi", "full"):
             raise InvalidParameterError("--gfactor needs uniform (or CAIPI) sampling")
-        g = gfactor(sens, r if r else 1, lam=lam)
+        g = gfactor(sens, r if r else 1, lam=lam, offset=pat.offset if pat is not None else 0)
     img = to_numpy(img)  # one copy out (no-op on the CPU)
     g = None if g is None else to_numpy(g)
     elapsed = time.perf_counter() - t0
 
     nd = k.ndim - 1
     vox = list(args.voxel_size_mm) * (nd if len(args.voxel_size_mm) == 1 else 1)
+    if data.get("fov_mm") and args.voxel_size_mm == [1.0]:
+        fov = data["fov_mm"]  # ISMRMRD recon space: x is the readout (our last axis)
+        vox = [fov[1] / k.shape[1], fov[0] / k.shape[-1]][:nd] + vox[2:nd]
     affine = np.diag([*vox[:nd], *([1.0] * (3 - nd)), 1.0])
     meta = {
         "Method": args.method,
         "Lambda": lam,
+        "LambdaSelection": info.get("lam_selection", "given" if args.lam is not None else "default"),
+        "DetectedAcceleration": _jsonable(detected),
+        "DetectedOffset": _jsonable(pattern.offset),
+        "DetectedShift": pattern.shift,
+        "ACSBlock": {"lines": _jsonable(pattern.acs_lines), "start": _jsonable(pattern.acs_start)},
+        "PatternKind": pattern.kind,
+        "PCGIterations": info.get("pcg_iterations"),
+        "CoilCompression": None,
+        "Prewhitened": "noise scan" if whitened else False,
+        "Command": shlex.join(["mrirecon", *getattr(args, "_argv", sys.argv[1:])]),
         "Objective": "||M F S x - y||^2 + lam ||x||^2"
         if args.method in ("unfold", "cg")
         else "1/2 ||M F S x - y||^2 + lam R(x)",
-        "Acceleration": accel if accel is not None else "detected",
+        "Acceleration": _jsonable(accel) if accel is not None else "detected",
         "ACSIterations": args.acs_iter if args.method == "unfold" else None,
         "CoilMaps": maps_from,
         "Input": str(Path(args.kspace).resolve()),

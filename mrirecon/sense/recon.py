@@ -1,97 +1,378 @@
-"""Closed-form SENSE on real Cartesian data: the unfold, then the calibration lines put back.
+"""Closed-form SENSE on real Cartesian data: λ from the data, the calibration lines put back.
 
 A uniformly undersampled acquisition with a fully sampled calibration (ACS)
-block is not a lattice: the pure unfold uses only the lattice lines and drops
-the ACS lines beyond them. :func:`sense` solves the same Tikhonov objective on
-*all* the acquired lines by conjugate gradients started from the unfold and
-preconditioned by it: the lattice's normal operator is block-diagonal in image
-space and the unfolder already holds its inverse, so the preconditioned system
-differs from the identity only by what the extra lines add, and a few
-iterations converge.
+block is not a lattice: the pure unfold uses only the lattice lines. :func:`sense`
+solves the Tikhonov objective on *all* acquired lines by conjugate gradients
+preconditioned by the exact inverse of the lattice's normal operator
+(block-diagonal in image space: one R×R matrix per aliasing group), so the
+preconditioned system differs from the identity only by what the extra lines
+add, and a few iterations converge.
+
+The fast path (NumPy, 1-D acceleration along spatial axis 0, even n0): the
+readout axes are fully sampled, so the data are taken once to hybrid space
+(inverse FFT along the readout) and every iteration costs one batched 1-D FFT
+pair of all coils along the phase-encoding axis (in one FFTW plan of
+:mod:`mrirecon.fft`, no shifts: the image rows are kept rolled by n0/2 so that
+the centred FFT is the plain one, and the aliasing groups are plain reshapes).
+Other cases (2-D/CAIPI acceleration, CuPy, odd sizes) use :class:`SenseUnfolder`
+and :class:`SenseOp`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import fft as _fft
 from ..errors import InvalidParameterError
 from ..solvers import dot_real
+from .lam import CRITERIA, lam_curve, select_lam
 from .operator import SenseOp, check_mask, check_sens, common_module
 from .unfold import SenseUnfolder, _check_kspace
 
 __all__ = ["sense"]
 
+#: groups whose eigendecomposition feeds the automatic λ (a strided subset beyond this)
+_MAX_LAM_GROUPS = 8192
 
-def sense(kspace, sens, *, lam=0.0, accel=None, offset=None, shift=None, acs_iter=5, mask=None):
-    """Tikhonov SENSE of Cartesian k-space, closed form plus the ACS lines.
+
+def _check_lam_arg(lam):
+    if isinstance(lam, str):
+        crit = lam.lower()
+        if crit == "auto":
+            crit = "gcv"
+        if crit not in CRITERIA:
+            raise InvalidParameterError(
+                f"lam must be a number >= 0, 'auto' or one of {', '.join(CRITERIA)}, got {lam!r}"
+            )
+        return None, crit
+    if isinstance(lam, bool) or not isinstance(lam, (int, float, np.integer, np.floating)):
+        raise InvalidParameterError(f"lam must be a number >= 0 or 'auto', got {lam!r}")
+    lam = float(lam)
+    if not np.isfinite(lam) or lam < 0:
+        raise InvalidParameterError(f"lam must be a finite number >= 0, got {lam!r}")
+    return lam, None
+
+
+def sense(
+    kspace,
+    sens,
+    *,
+    lam="auto",
+    accel=None,
+    offset=None,
+    shift=None,
+    acs_iter=4,
+    tol=1e-3,
+    mask=None,
+    noise_sd=None,
+    return_info=False,
+):
+    """Tikhonov SENSE of Cartesian k-space: closed form on the lattice, PCG with the ACS lines.
 
     Parameters
     ----------
     kspace : ndarray, (coil, *spatial), zero where not sampled
+        Prewhitened (if the noise is correlated) centred k-space.
     sens : ndarray, (coil, *spatial)
-        Coil sensitivities (prewhitened with the data, if the noise is correlated).
-        k-space and maps are both NumPy (CPU) or both CuPy (GPU; the image is
-        then a CuPy array and every step runs on the GPU).
-    lam : float
-        λ ≥ 0 of ``||M F S x − y||² + λ||x||²`` (the scale of BART ``pics -l2`` and
-        SigPy ``SenseRecon``; orthonormal centred FFT).
+        Coil sensitivities (prewhitened with the data). k-space and maps are
+        both NumPy (CPU) or both CuPy (GPU).
+    lam : float or str
+        λ ≥ 0 of ``||M F S x − y||² + λ||x||²`` (the scale of BART ``pics -l2``
+        and SigPy ``SenseRecon``; orthonormal centred FFT). ``"auto"``
+        (default): chosen from the data by GCV on the lattice's closed form;
+        ``"gcv"``, ``"discrepancy"``, ``"upre"`` name a criterion
+        (:mod:`mrirecon.sense.lam`; the last two use ``noise_sd``, or σ
+        estimated from the λ → 0 residual).
     accel, offset, shift
         The uniform lattice (detected from the data when None: see
-        :func:`mrirecon.sense.sampling.detect_pattern`).
+        :func:`mrirecon.sense.sampling.detect_pattern`). An ``accel`` that
+        contradicts the detected pattern is an error.
     acs_iter : int
-        Preconditioned CG iterations on all the acquired lines, started from the
-        unfold (0: the pure unfold, ACS lines beyond the lattice unused).
+        Most PCG iterations on all acquired lines (0: the pure unfold, ACS
+        lines beyond the lattice unused).
+    tol : float
+        Stop when the preconditioned residual norm falls below ``tol`` times its start.
     mask : ndarray of bool, spatial, optional
-        The acquired samples (default: where the k-space is nonzero); a NumPy
-        mask is copied to the device for CuPy data.
+        The acquired samples (default: where the k-space is nonzero).
+    noise_sd : float, optional
+        Noise standard deviation per complex k-space sample (``E|n|² = σ²``),
+        e.g. 1 after prewhitening with a noise scan; for the discrepancy/UPRE criteria.
+    return_info : bool
+        Also return a dict: λ, how it was chosen, the lattice, ACS block, PCG iterations.
 
     Returns
     -------
-    ndarray, complex, spatial shape
-        The image.
+    ndarray, complex64 (complex128 for double input), spatial shape; and the dict if asked.
 
     Notes
     -----
-    The unfold is the exact minimiser of the objective restricted to the
-    lattice lines. The full objective's normal operator is the lattice's
-    (block-diagonal in image space, inverted per aliasing group by the
-    unfolder) plus that of the extra lines; preconditioned by the former, CG
-    converges in a few iterations. ``scripts/bench_sense.py`` measures how many.
-    The lattice is detected on the host from the spatial-size sampling mask
-    (for CuPy data, that mask is the one array copied off the GPU).
+    Minimises ``‖M F S x − y‖² + λ‖x‖²`` (M the acquired samples, lattice and
+    ACS). λ is absolute: scaling the data by c with λ fixed scales the image
+    by c; scaling the maps by c is matched by λ·c². The automatic λ is
+    computed on the lattice problem (closed form, every λ of a grid at once:
+    :func:`mrirecon.sense.lam.lam_curve`) and used for the full problem.
     """
     if isinstance(acs_iter, bool) or not isinstance(acs_iter, (int, np.integer)) or acs_iter < 0:
         raise InvalidParameterError(f"acs_iter must be a non-negative integer, got {acs_iter!r}")
+    lam_value, criterion = _check_lam_arg(lam)
+    if noise_sd is not None and (not np.isfinite(noise_sd) or noise_sd <= 0):
+        raise InvalidParameterError(f"noise_sd must be a positive number, got {noise_sd!r}")
     xp = common_module(kspace=kspace, sens=sens)
     sens = check_sens(sens)
-    k = _check_kspace(kspace, sens.shape[0], tuple(sens.shape[1:]), xp)
-    if mask is None:
-        full = xp.any(k != 0, axis=0)
-    else:
-        full = check_mask(mask, tuple(sens.shape[1:]), xp)
-    if accel is None:
-        from .sampling import detect_pattern
+    spatial = tuple(sens.shape[1:])
+    k = _check_kspace(kspace, sens.shape[0], spatial, xp)
+    if k.ndim != len(spatial) + 1:
+        raise InvalidParameterError(f"k-space must be (coil, *spatial) = {tuple(sens.shape)}, got {k.shape}")
+    full = xp.any(k != 0, axis=0) if mask is None else check_mask(mask, spatial, xp)
+    from .sampling import detect_pattern
 
-        pat = detect_pattern(full)
-        if pat.kind == "full":
-            accel, offset, shift = 1, 0, 0
-        elif pat.kind == "irregular":
+    pat = detect_pattern(full)
+    if pat.kind == "irregular":
+        raise InvalidParameterError(
+            "the sampling is not a uniform lattice (plus an ACS block): use cg_sense, l1_wavelet or tv"
+        )
+    det_accel, det_offset, det_shift = (1, 0, 0) if pat.kind == "full" else (pat.accel, pat.offset, pat.shift)
+    if accel is not None:
+        given = tuple(accel) if np.ndim(accel) else (int(accel),)
+        det = tuple(det_accel) if np.ndim(det_accel) else (int(det_accel),)
+        if given != det and given + (1,) != det and given != det + (1,):
             raise InvalidParameterError(
-                "the sampling is not a uniform lattice (plus an ACS block): use cg_sense, l1_wavelet or tv"
+                f"accel={accel!r} contradicts the sampling detected in the data: R={det_accel!r}, "
+                f"offset {det_offset!r}, ACS {pat.acs_lines!r} lines"
             )
-        else:
-            accel, offset, shift = pat.accel, pat.offset, pat.shift
-    if lam < 0 or not np.isfinite(lam):
-        raise InvalidParameterError(f"lam must be >= 0, got {lam!r}")
+    if (
+        offset is not None
+        and np.ndim(offset) == np.ndim(det_offset)
+        and np.any(np.asarray(offset) != det_offset)
+    ):
+        raise InvalidParameterError(f"offset={offset!r} contradicts the detected offset {det_offset!r}")
+    accel, offset, shift = det_accel, det_offset, det_shift
+    info = {
+        "accel": accel,
+        "offset": offset,
+        "shift": shift,
+        "acs_lines": pat.acs_lines,
+        "acs_start": pat.acs_start,
+        "pattern": pat.kind,
+    }
+    rows_only = xp is np and np.ndim(accel) == 0 and spatial[0] % 2 == 0
+    if rows_only:
+        pe = full.reshape(spatial[0], -1)
+        rows_only = bool(np.all(pe == pe[:, :1]))
+    if rows_only:
+        x = _sense_rows(
+            k, sens, int(accel), int(offset), pe[:, 0], lam_value, criterion, noise_sd, acs_iter, tol, info
+        )
+    else:
+        x = _sense_general(
+            k, sens, accel, offset, shift, full, lam_value, criterion, noise_sd, acs_iter, tol, info
+        )
+    return (x, info) if return_info else x
+
+
+# --------------------------------------------------------------------------
+# the fast path: 1-D acceleration, hybrid space, rolled rows
+# --------------------------------------------------------------------------
+class _RowFFT:
+    """Batched in-place 1-D FFT pair along axis 1 of (coil, n0, ...) through mrirecon.fft's plan cache."""
+
+    def __init__(self, shape, dtype):
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.plan = None
+        if _fft.backend() == "pyfftw":
+            self.plan = _fft._get_plan("complex", shape, self.dtype, (1,))
+
+    def filter(self, s, x, weight, sc):
+        """``Σ_c sc_c · ifft(weight · fft(s_c · x))`` (weight holds the 1/n0 of the pair)."""
+        if self.plan is not None:
+            p = self.plan
+            with p.lock:
+                np.multiply(s, x[None], out=p.buf)
+                p.forward.execute()
+                p.buf *= weight
+                p.inverse.execute()
+                return np.einsum("c...,c...->...", sc, p.buf)
+        y = _fft.fftn(s * x[None], axes=(1,))
+        y *= weight * self.shape[1]
+        return np.einsum("c...,c...->...", sc, _fft.ifftn(y, axes=(1,)))
+
+    def adjoint(self, y, weight, sc):
+        """``Σ_c sc_c · ifft(weight · y_c)`` with ``weight`` including √n0 / n0 scaling."""
+        if self.plan is not None:
+            p = self.plan
+            with p.lock:
+                np.multiply(y, weight, out=p.buf)
+                p.inverse.execute()
+                return np.einsum("c...,c...->...", sc, p.buf)
+        return np.einsum("c...,c...->...", sc, _fft.ifftn(y * weight, axes=(1,)) * self.shape[1])
+
+
+def _group_solve(inv, r, R):
+    """Apply the per-group R×R matrices ``inv`` (G, R, R) to a rolled image (n0, ...) grouped as (R, G)."""
+    rg = r.reshape(R, -1)
+    return np.einsum("guv,vg->ug", inv, rg).reshape(r.shape)
+
+
+def _sense_rows(k, sens, R, o0, rows, lam, criterion, noise_sd, max_iter, tol, info):
+    nc, n0 = sens.shape[:2]
+    rest = sens.shape[2:]
+    c0 = n0 // 2
+    dtype = np.result_type(sens.dtype, k.dtype, np.complex64)
+    real = np.float64 if dtype == np.complex128 else np.float32
+    m0 = n0 // R
+    # hybrid space: inverse centred FFT along the readout axes, rows rolled (plain FFT along axis 0)
+    raxes = tuple(range(2, 2 + len(rest)))
+    yh = _fft.ifftc(k.astype(dtype, copy=False), axes=raxes) if raxes else k.astype(dtype)
+    yh = np.roll(yh, -c0, axis=1)
+    s = np.ascontiguousarray(np.roll(sens.astype(dtype, copy=False), -c0, axis=1))
+    sc = np.conj(s)
+    rows_p = np.roll(np.asarray(rows, dtype=bool), -c0)
+    lat = np.zeros(n0, dtype=bool)
+    op = (o0 - c0) % R
+    lat[op::R] = True
+    bshape = (n0,) + (1,) * len(rest)
+    fft = _RowFFT(s.shape, dtype)
+    w_full = (rows_p / n0).astype(real).reshape(bshape)
+    # adjoint of the unitary model: Σ conj(s) · ifft(y) · √n0 = Σ conj(s) · (unnormalised ifft) / √n0
+    sq = real(1.0 / np.sqrt(n0))
+    rhs = fft.adjoint(yh, (rows_p * sq).astype(real).reshape(bshape), sc)
+
+    # lattice normal per group: L[u, v] = (1/R) ω^(u−v) Σ_c conj(s_c(u)) s_c(v), ω = exp(2πi op / R)
+    sg = s.reshape(nc, R, -1)  # (coil, R, G): group g = (p, rest) holds rows u·m0 + p
+    st = np.ascontiguousarray(np.moveaxis(sg, 2, 0))  # (G, coil, R)
+    gram = np.matmul(np.swapaxes(np.conj(st), 1, 2), st) / real(R)  # (G, R, R)
+    omega = np.exp(2j * np.pi * op * np.arange(R) / R).astype(dtype)
+    gram *= omega[None, :, None] * np.conj(omega)[None, None, :]
+    ng = gram.shape[0]
+    extra = bool(np.any(rows_p & ~lat))
+    lam_auto = lam is None
+    if lam_auto:
+        rhs_lat = fft.adjoint(yh, (lat * sq).astype(real).reshape(bshape), sc)
+        stride = max(1, ng // _MAX_LAM_GROUPS)
+        sel = slice(0, None, stride)
+        h = rhs_lat.reshape(R, -1)[:, sel].T.astype(np.complex128)  # (Gs, R): E_gᴴ b_g
+        # ‖b_g‖² of the same groups: the reduced-grid coil images (one length-m0 FFT of the lattice rows)
+        ylat = yh[:, op::R]  # (coil, m0, *rest)
+        bred = _fft.ifftn(ylat.reshape(nc, m0, -1), axes=(1,)) * np.sqrt(m0)
+        b_energy = float(np.sum(np.abs(bred.reshape(nc, -1)[:, sel]) ** 2))
+        n_data = nc * h.shape[0]
+
+        def proj(v):
+            return np.abs(np.einsum("gru,gr->gu", np.conj(v), h)) ** 2
+
+        curve = lam_curve(gram[sel], proj, b_energy, n_data)
+        sigma2 = None if noise_sd is None else float(noise_sd) ** 2
+        lam, sigma2_used = select_lam(curve, criterion=criterion, sigma2=sigma2)
+        info["lam_selection"] = criterion + (
+            "" if criterion == "gcv" else (" (noise_sd given)" if sigma2 else " (σ from the data)")
+        )
+        info["lam_curve"] = curve
+        if sigma2_used is not None:
+            info["noise_sd"] = float(np.sqrt(sigma2_used))
+    else:
+        info["lam_selection"] = "given"
+    info["lam"] = float(lam)
+    a = gram
+    if lam > 0:
+        a = gram + real(lam) * np.eye(R, dtype=dtype)
+        inv = np.linalg.inv(a)
+    else:
+        inv = np.linalg.pinv(a.astype(np.complex128), hermitian=True).astype(dtype)
+    if max_iter == 0 or not extra:
+        if extra:  # the pure unfold: lattice lines only
+            rhs = rhs_lat if lam_auto else fft.adjoint(yh, (lat * sq).astype(real).reshape(bshape), sc)
+        x = _group_solve(inv, rhs, R)
+        info["pcg_iterations"] = 0
+    else:
+        lam_t = real(lam)
+
+        def normal(v):
+            out = fft.filter(s, v, w_full, sc)
+            if lam_t:
+                out += lam_t * v
+            return out
+
+        # start from the lattice unfold, precondition by the lattice's exact inverse
+        rhs_l = rhs_lat if lam_auto else fft.adjoint(yh, (lat * sq).astype(real).reshape(bshape), sc)
+        x0 = _group_solve(inv, rhs_l, R)
+        x, it = _pcg_from_zero(normal, rhs, lambda r: _group_solve(inv, r, R), max_iter, tol, x0=x0)
+        info["pcg_iterations"] = it
+    return np.roll(x, c0, axis=0)
+
+
+def _pcg_from_zero(normal, rhs, precondition, max_iter, tol, x0=None):
+    """Preconditioned CG on ``N x = rhs`` from x0 (default 0); returns (x, iterations)."""
+    if x0 is None:
+        r = rhs.copy()
+        x = np.zeros_like(rhs)
+    else:
+        x = x0
+        r = rhs - normal(x0)
+    z = precondition(r)
+    p = z.copy()
+    rz = dot_real(r, z)
+    rz0 = rz
+    it = 0
+    for it in range(1, max_iter + 1):
+        q = normal(p)
+        pq = dot_real(p, q)
+        if pq <= 0 or rz <= 0:
+            break
+        alpha = rz / pq
+        x += alpha * p
+        if it == max_iter:
+            break
+        r -= alpha * q
+        z = precondition(r)
+        rz_new = dot_real(r, z)
+        if rz_new <= (tol**2) * rz0:
+            break
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x, it
+
+
+# --------------------------------------------------------------------------
+# the general path (2-D / CAIPI acceleration, CuPy, odd sizes)
+# --------------------------------------------------------------------------
+def _sense_general(k, sens, accel, offset, shift, full, lam, criterion, noise_sd, max_iter, tol, info):
+    xp = (
+        np if isinstance(k, np.ndarray) else __import__("mrirecon.device", fromlist=["x"]).get_array_module(k)
+    )
+    if lam is None:
+        geo = SenseUnfolder(sens, accel, lam=1.0, offset=offset or 0, shift=shift or 0)
+        enc = geo._encoding(sens)
+        gram = xp.einsum("pcr,pcs->prs", enc.conj(), enc)
+        b = geo.reduce(k.astype(np.complex64)).reshape(sens.shape[0], -1).T.astype(np.complex128)  # (P, coil)
+        h = xp.einsum("pcr,pc->pr", enc.conj(), b)
+        from ..device import to_numpy
+
+        gram, h, b = to_numpy(gram), to_numpy(h), to_numpy(b)
+
+        def proj(v):
+            return np.abs(np.einsum("gru,gr->gu", np.conj(v), h)) ** 2
+
+        curve = lam_curve(gram, proj, float(np.sum(np.abs(b) ** 2)), b.size)
+        sigma2 = None if noise_sd is None else float(noise_sd) ** 2
+        lam, _ = select_lam(curve, criterion=criterion, sigma2=sigma2)
+        info["lam_selection"] = criterion
+        info["lam_curve"] = curve
+    else:
+        info["lam_selection"] = "given"
+    info["lam"] = float(lam)
     unf = SenseUnfolder(sens, accel, lam=lam, offset=offset or 0, shift=shift or 0)
     x = unf(k)
-    if acs_iter == 0 or not bool((full & ~unf.mask).any()):
+    if max_iter == 0 or not bool((full & ~unf.mask).any()):
+        info["pcg_iterations"] = 0
         return x
-    return _pcg(SenseOp(sens, full), k, lam, x, unf.precondition, acs_iter)
+    x, it = _pcg(SenseOp(sens, full), k, lam, x, unf.precondition, max_iter, tol)
+    info["pcg_iterations"] = it
+    return x
 
 
-def _pcg(op, y, lam, x, precondition, n_iter):
-    """Preconditioned CG on ``(AᴴA + λI) x = Aᴴ y`` from ``x``."""
+def _pcg(op, y, lam, x, precondition, n_iter, tol=0.0):
+    """Preconditioned CG on ``(AᴴA + λI) x = Aᴴ y`` from ``x``; returns (x, iterations)."""
     lam_t = float(lam)
 
     def normal(v):
@@ -104,7 +385,9 @@ def _pcg(op, y, lam, x, precondition, n_iter):
     z = precondition(r)
     p = z.copy()
     rz = dot_real(r, z)
-    for _ in range(n_iter):
+    rz0 = rz
+    it = 0
+    for it in range(1, n_iter + 1):  # noqa: B007 (the count is returned)
         q = normal(p)
         pq = dot_real(p, q)
         if pq <= 0 or rz <= 0:
@@ -114,6 +397,8 @@ def _pcg(op, y, lam, x, precondition, n_iter):
         r -= alpha * q
         z = precondition(r)
         rz_new = dot_real(r, z)
+        if rz_new <= (tol**2) * rz0:
+            break
         p = z + (rz_new / rz) * p
         rz = rz_new
-    return x
+    return x, it
