@@ -48,7 +48,8 @@ def _imports(name, path, *, top_level_only):
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("mrirecon"))
     known = {m for m, _ in _modules()}
-    return {t for t in found if t in known and t != name}
+    # a module's own parent packages are initialised before it: importing from them is no circle
+    return {t for t in found if t in known and t != name and not name.startswith(t + ".")}
 
 
 def _room(module):
@@ -135,7 +136,7 @@ def test_every_benchmark_runs_from_the_command_line(capsys):
 
 def test_every_script_is_a_thin_runner():
     scripts = Path(__file__).resolve().parents[1] / "scripts"
-    for name in ("qsm", "pipeline", "sense", "fft", "cohort"):
+    for name in ("qsm", "pipeline", "sense", "fft", "cohort", "mrsi"):
         text = (scripts / f"bench_{name}.py").read_text()
         assert f'main(["bench", "{name}"' in text
         assert len(text.splitlines()) < 30
