@@ -26,8 +26,13 @@ Environment variables (read when first needed):
 ``MRIRECON_FFT_BACKEND``
     ``pyfftw`` or ``scipy`` (default: pyfftw if importable).
 ``MRIRECON_FFTW_PLANNER``
-    FFTW planner effort: ``FFTW_ESTIMATE``, ``FFTW_MEASURE`` (default),
-    ``FFTW_PATIENT`` or ``FFTW_EXHAUSTIVE``.
+    FFTW planner effort: ``auto`` (default: FFTW_MEASURE plans from wisdom,
+    FFTW_ESTIMATE for a shape without wisdom, measured at exit and saved for
+    the next run), ``FFTW_ESTIMATE``, ``FFTW_MEASURE``, ``FFTW_PATIENT`` or
+    ``FFTW_EXHAUSTIVE``.
+``MRIRECON_FFTW_EXIT_BUDGET_S``
+    Seconds the ``auto`` planner may spend at exit measuring the shapes it
+    planned cheaply (default 0: never; use ``mrirecon fft-wisdom`` instead).
 ``MRIRECON_FFTW_WISDOM``
     Set to ``0`` to neither read nor write the wisdom file.
 ``MRIRECON_CACHE_DIR``
@@ -131,11 +136,35 @@ class planning:
         return False
 
 
+_WISDOM_ONLY = ":wisdom-only"
+
+
+def _fl(planner: str) -> tuple:
+    """FFTW flags of a planner name; ``"X:wisdom-only"`` plans X only from wisdom (else RuntimeError)."""
+    if planner.endswith(_WISDOM_ONLY):
+        return (planner[: -len(_WISDOM_ONLY)], "FFTW_WISDOM_ONLY")
+    return (planner,)
+
+
 def _planner() -> str:
+    """The planner effort for a new plan: forced, from the environment, or ``"auto"``.
+
+    ``"auto"`` (the default, ``MRIRECON_FFTW_PLANNER`` unset or ``auto``): a
+    shape with FFTW_MEASURE wisdom is planned from it (instantly); a shape
+    without is planned with FFTW_ESTIMATE (milliseconds, a first run does not
+    pay seconds of measuring); with ``MRIRECON_FFTW_EXIT_BUDGET_S`` > 0 the
+    process measures those shapes when it exits (starting no new shape after
+    that many seconds) and stores the wisdom for the next run. Default 0:
+    measuring a whole-head shape costs about a minute on 2 cores, so it is
+    left to ``mrirecon fft-wisdom`` or an explicit budget.
+    """
     forced = getattr(_local, "planner", None)
     if forced:
         return forced
-    value = os.environ.get("MRIRECON_FFTW_PLANNER", "FFTW_MEASURE").strip().upper()
+    raw = os.environ.get("MRIRECON_FFTW_PLANNER", "auto").strip().upper()
+    if raw in ("", "AUTO"):
+        return "auto"
+    value = raw
     if not value.startswith("FFTW_"):
         value = "FFTW_" + value
     if value not in _PLANNERS:
@@ -279,14 +308,14 @@ class _RealPlan:
             self.real = pyfftw.empty_aligned(shape, dtype=dtype)
             self.spec = pyfftw.empty_aligned(hshape, dtype=cdtype)
         self.forward = pyfftw.FFTW(
-            self.real, self.spec, axes=axes, direction="FFTW_FORWARD", flags=(planner,), threads=threads
+            self.real, self.spec, axes=axes, direction="FFTW_FORWARD", flags=_fl(planner), threads=threads
         )
         self.inverse = pyfftw.FFTW(
             self.spec,
             self.real,
             axes=axes,
             direction="FFTW_BACKWARD",
-            flags=(planner, "FFTW_DESTROY_INPUT"),
+            flags=_fl(planner) + ("FFTW_DESTROY_INPUT",),
             threads=threads,
         )
         self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
@@ -327,10 +356,10 @@ class _ComplexPlan:
 
         self.buf = pyfftw.empty_aligned(shape, dtype=dtype)
         self.forward = pyfftw.FFTW(
-            self.buf, self.buf, axes=axes, direction="FFTW_FORWARD", flags=(planner,), threads=threads
+            self.buf, self.buf, axes=axes, direction="FFTW_FORWARD", flags=_fl(planner), threads=threads
         )
         self.inverse = pyfftw.FFTW(
-            self.buf, self.buf, axes=axes, direction="FFTW_BACKWARD", flags=(planner,), threads=threads
+            self.buf, self.buf, axes=axes, direction="FFTW_BACKWARD", flags=_fl(planner), threads=threads
         )
         self.scale = 1.0 / float(np.prod([shape[a] for a in axes]))
         self.lock = threading.Lock()
@@ -374,7 +403,7 @@ class _FusedPlan:
         column = n0 * m * cdtype.itemsize
         self.slabs = _fused_runs(n0, plane, align, threads)
         self.columns = _fused_runs(n1, m * cdtype.itemsize, align, threads, unit=column)
-        flags = (planner,)
+        flags = _fl(planner)
         self.plans = []  # per thread: {("A"|"C", length) or ("B", width): plans}
         for t in range(len(self.slabs)):
             p = {}
@@ -385,7 +414,7 @@ class _FusedPlan:
                 r, c = self.real[lo:hi], self.spec[lo:hi]
                 p[("A", key)] = pyfftw.FFTW(r, c, axes=(1, 2), direction="FFTW_FORWARD", flags=flags)
                 p[("C", key)] = pyfftw.FFTW(
-                    c, r, axes=(1, 2), direction="FFTW_BACKWARD", flags=(planner, "FFTW_DESTROY_INPUT")
+                    c, r, axes=(1, 2), direction="FFTW_BACKWARD", flags=_fl(planner) + ("FFTW_DESTROY_INPUT",)
                 )
             for lo, hi in self.columns[t] if t < len(self.columns) else ():
                 key = hi - lo
@@ -406,7 +435,7 @@ class _FusedPlan:
             self.real,
             axes=(0, 1, 2),
             direction="FFTW_BACKWARD",
-            flags=(planner, "FFTW_DESTROY_INPUT"),
+            flags=_fl(planner) + ("FFTW_DESTROY_INPUT",),
             threads=threads,
         )
 
@@ -515,27 +544,95 @@ def _fused_runs(n, step_bytes, align, threads, unit=None):
 _SMALL_VOXELS = 1 << 15  # below this, FFTW's thread start-up costs more than it saves
 
 
+def _make_plan(kind, shape, dtype, axes, threads, planner):
+    if kind == "fused":
+        return _FusedPlan(tuple(shape), np.dtype(dtype), threads, planner)
+    cls = _RealPlan if kind == "real" else _ComplexPlan
+    return cls(tuple(shape), np.dtype(dtype), axes, threads, planner)
+
+
 def _get_plan(kind, shape, dtype, axes):
     threads = n_threads() if int(np.prod(shape)) >= _SMALL_VOXELS else 1
     planner = _planner()
-    key = (kind, tuple(shape), np.dtype(dtype).str, axes, threads, planner)
+    base = (kind, tuple(shape), np.dtype(dtype).str, axes, threads)
     with _lock:
-        plan = _plans.get(key)
-        if plan is not None:
-            _plans.move_to_end(key)
-            return plan
+        keys = (
+            [base + (p,) for p in ("FFTW_MEASURE", "FFTW_ESTIMATE")]
+            if planner == "auto"
+            else [base + (planner,)]
+        )
+        for key in keys:
+            plan = _plans.get(key)
+            if plan is not None:
+                _plans.move_to_end(key)
+                return plan
         _load_wisdom()
-        if kind == "fused":
-            plan = _FusedPlan(tuple(shape), np.dtype(dtype), threads, planner)
+        if planner == "auto":
+            try:  # FFTW_MEASURE quality at no cost when wisdom has it
+                plan = _make_plan(kind, shape, dtype, axes, threads, "FFTW_MEASURE" + _WISDOM_ONLY)
+                key = base + ("FFTW_MEASURE",)
+            except RuntimeError:
+                plan = _make_plan(kind, shape, dtype, axes, threads, "FFTW_ESTIMATE")
+                key = base + ("FFTW_ESTIMATE",)
+                _remember_pending(base)
         else:
-            cls = _RealPlan if kind == "real" else _ComplexPlan
-            plan = cls(tuple(shape), np.dtype(dtype), axes, threads, planner)
-        if planner != "FFTW_ESTIMATE":
-            _save_wisdom()
+            plan = _make_plan(kind, shape, dtype, axes, threads, planner)
+            key = base + (planner,)
+            if planner != "FFTW_ESTIMATE":
+                _save_wisdom()
         _plans[key] = plan
         while len(_plans) > _MAX_CACHED_PLANS:
             _plans.popitem(last=False)
         return plan
+
+
+def _remember_pending(base) -> None:
+    """Queue a shape planned cheaply for FFTW_MEASURE planning at exit (called under ``_lock``)."""
+    if not _wisdom_enabled():
+        return
+    pending = _state.setdefault("pending", [])
+    if base not in pending:
+        pending.append(base)
+    if not _state.get("atexit"):
+        import atexit
+
+        atexit.register(measure_pending)
+        _state["atexit"] = True
+
+
+def pending_shapes() -> list:
+    """Plans made with FFTW_ESTIMATE for want of wisdom, to be measured at exit: (kind, shape, dtype, axes, threads)."""
+    return list(_state.get("pending", []))
+
+
+def measure_pending(budget_s=None) -> int:
+    """Make FFTW_MEASURE plans for the shapes that were planned cheaply, and save the wisdom.
+
+    Runs at process exit (see :func:`_planner`); ``budget_s`` (default
+    ``MRIRECON_FFTW_EXIT_BUDGET_S``, 0) stops it before starting a shape once
+    that many seconds have passed. Returns the number of shapes measured.
+    """
+    import time
+
+    if budget_s is None:
+        try:
+            budget_s = float(os.environ.get("MRIRECON_FFTW_EXIT_BUDGET_S", "0"))
+        except ValueError:
+            budget_s = 0.0
+    done = 0
+    t0 = time.perf_counter()
+    with _lock:
+        pending = _state.get("pending", [])
+        while pending and budget_s > 0 and time.perf_counter() - t0 < budget_s:
+            kind, shape, dtype, axes, threads = pending.pop(0)
+            try:
+                _make_plan(kind, shape, np.dtype(dtype), axes, threads, "FFTW_MEASURE")
+            except (MemoryError, RuntimeError):
+                continue
+            done += 1
+        if done:
+            _save_wisdom()
+    return done
 
 
 def clear_plan_cache() -> None:

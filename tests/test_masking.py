@@ -165,3 +165,25 @@ def test_erode_errors():
         erode(mask, radius_mm=1.0, voxel_size_mm=(1.0, 0.0, 1.0))
     with pytest.raises(ShapeMismatchError, match="3-D"):
         erode(mask[0], radius_mm=1.0)
+
+
+def test_mask_from_echoes_excludes_scalp():
+    from mrirecon.phantoms.realistic_head import realistic_head
+    from mrirecon.qsm.masking import mask_from_echoes
+
+    d = realistic_head((80, 93, 77), seed=3)
+    m = mask_from_echoes(d.magnitude, d.phase, d.te_s, voxel_size_mm=d.voxel_size_mm)
+    dice = 2 * (m & d.mask).sum() / (m.sum() + d.mask.sum())
+    assert dice > 0.93
+    scalp_or_skull = np.isin(d.labels, [d.label_names.index("scalp"), d.label_names.index("skull")])
+    assert (m & scalp_or_skull).sum() < 0.005 * m.sum()
+
+
+def test_r2star_map_recovers_decay():
+    from mrirecon.qsm.masking import r2star_map
+
+    te = np.array([0.004, 0.012, 0.02])
+    r2 = np.full((4, 5, 6), 25.0, np.float32)
+    r2[1] = 60.0
+    mag = 2.0 * np.exp(-te[:, None, None, None] * r2[None])
+    np.testing.assert_allclose(r2star_map(mag, te), r2, rtol=1e-3)

@@ -53,7 +53,7 @@ def test_pipeline_recovers_chi(megre, xp, assert_on):
     }
     assert res.mask.sum() > 0.5 * d.mask.sum() and not (res.mask & ~d.mask).any()
     assert res.chi.dtype == np.float32 and not res.chi[~res.mask].any()
-    assert res.params["Inversion"]["lam_selection"] == "GCV"
+    assert res.params["Inversion"]["lam_selection"] .startswith(("GCV", "discrepancy"))
     # the oracle: the same background removal and inversion applied to the true total field;
     # what the pipeline adds is the error of phase scaling, unwrapping and the echo fit
     vox = d.voxel_size_mm
@@ -229,3 +229,42 @@ def test_bids_errors(dataset, tmp_path):
     with pytest.raises(InputFileError, match="MagneticFieldStrength"):
         bids.load_series(s)
     assert bids.load_series(s, b0_tesla=3.0)["b0_tesla"] == 3.0
+
+
+def test_pipeline_defaults_on_realistic_head_and_warnings():
+    import warnings
+
+    from mrirecon.phantoms.realistic_head import realistic_head
+    from mrirecon.qsm.pipeline import ImplausibleParameterWarning
+
+    d = realistic_head((64, 74, 62), seed=0)
+    kw = {"b0_tesla": d.b0_tesla, "voxel_size_mm": d.voxel_size_mm, "b0_dir": d.b0_dir}
+    res = qsm.pipeline(d.magnitude, d.phase, d.te_s, **kw)
+    assert res.chi.shape == d.chi.shape and res.mask.sum() == res.brain_mask.sum()  # rim filled
+    assert res.params["BackgroundRemoval"]["method"] == "resharp"
+    assert "filled" in res.params["BackgroundRemoval"]["rim"]
+    assert 1e-4 < res.params["Inversion"]["lam"] < 1
+    with pytest.warns(ImplausibleParameterWarning, match="0.2 s"):
+        qsm.pipeline(d.magnitude, d.phase, [t * 1000 for t in d.te_s], mask=d.mask, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImplausibleParameterWarning)
+        qsm.pipeline(d.magnitude, d.phase, d.te_s, mask=d.mask, background="lbv", **kw)
+
+
+def test_bids_echo_time_mismatch_names_both_files(tmp_path):
+    import json
+
+    from mrirecon.errors import InputFileError
+    from mrirecon.io import bids
+    from mrirecon.phantoms import simulate_megre
+
+    d = simulate_megre((24, 24, 24))
+    bids.write_megre_dataset(tmp_path, "sub-01", d)
+    side = sorted(tmp_path.glob("sub-*/anat/*_echo-2_part-mag_MEGRE.json"))[0]
+    meta = json.loads(side.read_text())
+    meta["EchoTime"] = meta["EchoTime"] + 0.001
+    side.write_text(json.dumps(meta))
+    (series,) = bids.find_series(tmp_path)
+    with pytest.raises(InputFileError, match="EchoTime disagrees") as exc:
+        bids.load_series(series)
+    assert "part-mag" in str(exc.value) and "part-phase" in str(exc.value)

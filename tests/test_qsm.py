@@ -126,7 +126,7 @@ def test_mask_reference_dtype_and_nan_outside_mask():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"field": np.zeros((4, 4, 4, 2))}, ShapeMismatchError, "3-D"),
+        ({"field": np.zeros((4, 4, 4, 2, 2))}, ShapeMismatchError, "3-D"),
         ({"field": np.zeros((4, 4, 4), complex)}, InvalidParameterError, "real"),
         ({"mask": np.ones((4, 4, 5), bool)}, ShapeMismatchError, "mask shape"),
         ({"mask": np.zeros((4, 4, 4), bool)}, InvalidParameterError, "empty"),
@@ -259,3 +259,24 @@ def test_field_units():
         qsm.field_to_ppm(f, units="rad", b0_tesla=3)
     with pytest.raises(InvalidParameterError, match="units"):
         qsm.field_to_ppm(f, units="tesla")
+
+
+def test_discrepancy_lam_matches_noise_on_trusted_voxels():
+    from mrirecon.fft import real_filter
+    from mrirecon.kspace import dipole_kernel
+    from mrirecon.phantoms.head import head_phantom, simulate_field
+    from mrirecon.qsm.lcurve import discrepancy_lam
+
+    ph = head_phantom((40, 40, 40))
+    rng = np.random.default_rng(0)
+    sigma = np.where(ph.mask, 0.002 * (1 + rng.uniform(0, 1, ph.mask.shape)), 0).astype(np.float32)
+    field = simulate_field(ph.chi, voxel_size_mm=ph.voxel_size_mm, mask=ph.mask)
+    field = (field + sigma * rng.standard_normal(field.shape)).astype(np.float32) * ph.mask
+    lam = discrepancy_lam(field, ph.mask, sigma, voxel_size_mm=ph.voxel_size_mm, n_eval=30)
+    # independent check: the residual of the closed form at that λ, through the dipole model
+    chi = qsm.closed_form_l2(field * ph.mask, None, lam=lam, voxel_size_mm=ph.voxel_size_mm, reference=None)
+    d = dipole_kernel(field.shape, voxel_size_mm=ph.voxel_size_mm, half=True)
+    resid = real_filter(chi, d) - field
+    trusted = ph.mask & (sigma <= np.quantile(sigma[ph.mask], 0.9))
+    ratio = (resid[trusted] ** 2).sum() / (sigma[trusted] ** 2).sum()
+    assert 1e-4 < lam < 1 and abs(ratio - 1) < 0.02

@@ -204,6 +204,22 @@ def _check_figure_format(flag, path) -> None:
         )
 
 
+def _warn_implausible(args, field, mask) -> None:
+    """One 'warning:' line each for TE > 0.2 s, B0 > 12 T and a field above 10 ppm; stop on an all-zero field."""
+    import warnings
+
+    from ..qsm.pipeline import warn_implausible
+
+    peak = float(np.abs(field[mask]).max()) if mask.any() else 0.0
+    if peak == 0.0:
+        raise InvalidParameterError(f"{args.field}: the field is zero everywhere inside the mask")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_implausible(te_s=args.te_s, b0_tesla=args.b0_tesla, field_ppm_max=peak)
+    for w in caught:
+        print(f"warning: {w.message}")
+
+
 def run(args) -> int:
     from .. import __version__, io, qsm
 
@@ -273,6 +289,7 @@ def run(args) -> int:
     field = qsm.field_to_ppm(field, units=args.field_units, b0_tesla=args.b0_tesla, te_s=args.te_s).astype(
         np.float32, copy=False
     )
+    _warn_implausible(args, field, mask)
     weights = None
     if args.weights:
         weights_vol = io.load_nifti(args.weights)
@@ -331,8 +348,12 @@ def run(args) -> int:
     if args.figure:
         from ..plot import orthoslices
 
+        lam_title = f", λ = {params['Lambda']:.3g}" if params.get("Lambda") is not None else ""
         figs.append(
-            (orthoslices(chi, voxel_size_mm=vox, suptitle=f"{out.name} ({meta['Method']})"), args.figure)
+            (
+                orthoslices(chi, voxel_size_mm=vox, suptitle=f"{out.name} ({meta['Method']}{lam_title})"),
+                args.figure,
+            )
         )
     if args.lcurve_figure:
         from ..plot import lcurve_figure

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import InvalidParameterError
+from ..qsm.pipeline import BACKGROUND_METHODS, DEFAULT_BACKGROUND, LAM_CRITERIA, MASK_METHODS
 from ._device import add_device_argument, check_device, describe
 from .qsm import _lam as parse_lam
 
@@ -19,12 +20,13 @@ JSON sidecars (EchoTime required; MagneticFieldStrength required unless
 --b0-tesla; the phase's Units honoured: 'rad', or integer-scaled phase is
 rescaled with a warning), and a brain mask <entities>_desc-brain_mask.nii[.gz]
 beside them if there is one, and, for each series:
-  phase -> radians, brain mask (that file, or derived from the magnitude:
-  threshold + hole filling + erosion, which keeps the scalp: give a mask from
-  a brain extraction tool for good results),
-  Laplacian unwrapping, magnitude-weighted echo fit (Hz -> ppm),
-  background removal (--background vsharp|sharp|pdf), dipole inversion
-  (--method l2|tkd|cg-l2|tv).
+  phase -> radians, brain mask (that file; otherwise --mask-method echoes:
+  magnitude, echo-to-echo phase consistency and R2*, then morphology, which
+  leaves the scalp out), Laplacian unwrapping, magnitude-weighted echo fit
+  (Hz -> ppm, with the fit's noise per voxel), background removal
+  (--background, default resharp; the rim it erodes is filled unless
+  --no-fill-rim), dipole inversion (--method l2|tkd|cg-l2|tv; --lam auto by
+  the discrepancy principle on the echo fit's noise, or --lam-criterion).
 The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS
 derivatives dataset: dataset_description.json, *_Chimap.nii.gz (ppm),
 *_desc-brain_mask.nii.gz, *_desc-local_fieldmap.nii.gz (ppm), a provenance
@@ -68,9 +70,29 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--background",
-        choices=("vsharp", "sharp", "pdf"),
-        default="vsharp",
-        help="background removal (default vsharp)",
+        choices=BACKGROUND_METHODS,
+        default=DEFAULT_BACKGROUND,
+        help=f"background removal (default {DEFAULT_BACKGROUND})",
+    )
+    p.add_argument(
+        "--mask-method",
+        choices=MASK_METHODS,
+        default="echoes",
+        help="brain mask when none is beside the echoes: echoes (magnitude + multi-echo phase "
+        "consistency + R2*, then morphology: no scalp; default) or magnitude (threshold + holes + "
+        "erosion: keeps the scalp)",
+    )
+    p.add_argument(
+        "--lam-criterion",
+        choices=LAM_CRITERIA,
+        default="discrepancy",
+        help="how --lam auto is chosen: discrepancy (the echo fit's noise; default), gcv or corner",
+    )
+    p.add_argument(
+        "--no-fill-rim",
+        dest="fill_rim",
+        action="store_false",
+        help="leave the rim that SHARP-type background removal erodes as zeros (default: filled)",
     )
     p.add_argument(
         "--lam",
@@ -138,7 +160,14 @@ def run(args) -> int:
         "b0_tesla": args.b0_tesla,
         "device": args.device,
         "device_name": describe(args.device),
-        "pipeline": {"background": args.background, "method": args.method, "lam": args.lam},
+        "pipeline": {
+            "background": args.background,
+            "method": args.method,
+            "lam": args.lam,
+            "mask_method": args.mask_method,
+            "lam_criterion": args.lam_criterion,
+            "fill_rim": args.fill_rim,
+        },
     }
     command = " ".join(["mrirecon", *args._argv])
     engine = (

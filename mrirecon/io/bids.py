@@ -141,6 +141,15 @@ def load_series(series: MegreSeries, *, b0_tesla=None):
     for pm, pp in zip(series.magnitude, series.phase, strict=True):
         meta_m, meta_p = _read_json(_sidecar(pm)), _read_json(_sidecar(pp))
         t = meta_p.get("EchoTime", meta_m.get("EchoTime"))
+        tm, tp = meta_m.get("EchoTime"), meta_p.get("EchoTime")
+        if (
+            isinstance(tm, (int, float))
+            and isinstance(tp, (int, float))
+            and abs(float(tm) - float(tp)) > 1e-6 * max(abs(float(tm)), abs(float(tp)), 1e-9)
+        ):
+            raise InputFileError(
+                f"EchoTime disagrees between {_sidecar(pm)} ({tm!r}) and {_sidecar(pp)} ({tp!r})"
+            )
         if t is None:
             raise InputFileError(f"{_sidecar(pp)}: no EchoTime (seconds)")
         if not isinstance(t, (int, float)) or not 0 < t < 1:

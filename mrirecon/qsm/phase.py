@@ -550,3 +550,50 @@ def unwrap_echoes(phase, *, voxel_size_mm=(1.0, 1.0, 1.0), temporal=True):
         diff = _wrap((x[e] - x[e - 1]).astype(dtype, copy=False))
         out[e] = out[e - 1] + _unwrap3(diff, vox)
     return out
+
+
+def field_noise_ppm(fit, te_s, *, b0_tesla, magnitude=None):
+    """Per-voxel standard deviation of the fitted field (ppm) from the echo fit's residual.
+
+    Parameters
+    ----------
+    fit : EchoFit
+    te_s : sequence of float
+    b0_tesla : float
+    magnitude : ndarray (echo, x, y, z), optional
+        The fit's weights (magnitude²) if it used them.
+
+    Returns
+    -------
+    ndarray (x, y, z)
+
+    Notes
+    -----
+    With N echoes and two parameters per voxel, the weighted residual RMS r
+    estimates the phase noise of unit weight as ``σ² = r² N/(N - 2)``; the slope's
+    variance is ``σ² Σw / Σ w (TE - t̄)²`` (weights normalised as in the fit), so
+    ``SD(f) = σ sqrt(Σw / Σ w(TE - t̄)²) / (2π)`` in Hz, divided by γ̄ B0 for ppm.
+    With two echoes the residual is zero: the SD then comes from the magnitude
+    alone, ``1/(2π Δ TE · SNR)``, which is not known here, so a constant 1 is
+    returned (only relative weights are meaningful then).
+    """
+    te = np.asarray(te_s, dtype=np.float64)
+    r = fit.residual_rad
+    xp = get_array_module(r)
+    n = te.size
+    if n < 3:
+        return xp.ones_like(r)
+    if magnitude is None:
+        s_w = float(n)
+        s_tt = float(((te - te.mean()) ** 2).sum())
+        ratio = s_w / s_tt
+    else:
+        mag = xp.asarray(magnitude, dtype=np.float32)
+        w = mag * mag
+        sw = w.sum(axis=0)
+        tb = (w * xp.asarray(te, dtype=np.float32)[:, None, None, None]).sum(axis=0) / xp.maximum(sw, 1e-30)
+        stt = sum(w[i] * (np.float32(te[i]) - tb) ** 2 for i in range(n))
+        ratio = sw / xp.maximum(stt, 1e-30)
+    sigma = r * np.float32(np.sqrt(n / (n - 2.0)))
+    sd_hz = sigma * xp.sqrt(ratio).astype(np.float32) / np.float32(2 * np.pi)
+    return field_to_ppm(sd_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)

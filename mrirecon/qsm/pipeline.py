@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,10 +13,63 @@ from ..errors import InvalidParameterError, ShapeMismatchError
 from ..kspace import normalize_direction, normalize_voxel_size
 from .units import field_to_ppm
 
-__all__ = ["BACKGROUND_METHODS", "INVERSION_METHODS", "PipelineResult", "pipeline"]
+__all__ = [
+    "BACKGROUND_METHODS",
+    "DEFAULT_BACKGROUND",
+    "INVERSION_METHODS",
+    "LAM_CRITERIA",
+    "ImplausibleParameterWarning",
+    "PipelineResult",
+    "pipeline",
+]
 
-BACKGROUND_METHODS = ("vsharp", "sharp", "pdf")
+BACKGROUND_METHODS = ("vsharp", "sharp", "pdf", "lbv", "resharp")
+#: The default background removal (the best measured trade-off: see docs/readme/qsm_pipeline.md).
+DEFAULT_BACKGROUND = "resharp"
 INVERSION_METHODS = ("l2", "tkd", "cg-l2", "tv")
+LAM_CRITERIA = ("discrepancy", "gcv", "corner")
+MASK_METHODS = ("echoes", "magnitude")
+_ERODING = ("vsharp", "sharp", "resharp")
+
+
+class ImplausibleParameterWarning(UserWarning):
+    """A parameter whose value is allowed but almost certainly a unit mistake."""
+
+
+def warn_implausible(*, te_s=None, b0_tesla=None, field_ppm_max=None, stacklevel=3):
+    """Warn (:class:`ImplausibleParameterWarning`) on TE > 0.2 s, B0 > 12 T or |field| > 10 ppm."""
+    msgs = []
+    if te_s is not None:
+        te = np.atleast_1d(np.asarray(te_s, dtype=float))
+        if te.size and float(np.max(te)) > 0.2:
+            msgs.append(
+                f"echo time {float(np.max(te)):g} s is longer than 0.2 s: milliseconds given as seconds? "
+                f"(χ would come out {1000 if float(np.max(te)) > 1 else 'many'}× too small)"
+            )
+    if b0_tesla is not None and float(b0_tesla) > 12.0:
+        msgs.append(f"B0 = {float(b0_tesla):g} T is above 12 T: is it in tesla?")
+    if field_ppm_max is not None and float(field_ppm_max) > 10.0:
+        msgs.append(
+            f"the field reaches {float(field_ppm_max):g} ppm (above 10 ppm): is it in Hz or radians? "
+            "(give the right --field-units)"
+        )
+    for m in msgs:
+        warnings.warn(m, ImplausibleParameterWarning, stacklevel=stacklevel)
+    return msgs
+
+
+def _fast_shape(shape):
+    from ..fft import next_fast_len
+
+    return tuple(int(next_fast_len(n)) for n in shape)
+
+
+def _pad_to(x, shape, xp):
+    if tuple(x.shape[-3:]) == tuple(shape):
+        return x
+    out = xp.zeros(x.shape[:-3] + tuple(shape), dtype=x.dtype)
+    out[(...,) + tuple(slice(0, n) for n in x.shape[-3:])] = x
+    return out
 
 
 @dataclass
@@ -38,6 +92,8 @@ class PipelineResult:
         Wall time of each step.
     params : dict
         Every parameter used (for provenance sidecars).
+    field_noise_ppm : ndarray
+        Per-voxel SD of the fitted field (ppm) from the echo fit's residual.
     """
 
     chi: object
@@ -47,6 +103,7 @@ class PipelineResult:
     brain_mask: object
     timings_s: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    field_noise_ppm: object = None
 
 
 def _check_inputs(magnitude, phase, te_s):
@@ -90,13 +147,17 @@ def pipeline(
     b0_dir=(0.0, 0.0, 1.0),
     mask=None,
     phase_units=None,
-    background="vsharp",
+    background=None,
     method="l2",
     lam="auto",
     mask_options=None,
     background_options=None,
     method_options=None,
     step_callback=None,
+    mask_method="echoes",
+    lam_criterion="discrepancy",
+    fill_rim=True,
+    fast_grid=True,
 ):
     """Susceptibility map from multi-echo GRE magnitude and phase.
 
@@ -120,17 +181,34 @@ def pipeline(
         B0 direction in voxel axes (from a NIfTI affine:
         :func:`mrirecon.io.b0_direction_from_affine`).
     mask : ndarray of bool, optional
-        Brain mask; default: :func:`mrirecon.qsm.masking.mask_from_magnitude`.
+        Brain mask; it always wins over ``mask_method``.
     phase_units : str, optional
         BIDS ``Units`` of the phase (``"rad"`` or ``"arbitrary"``); None detects.
-    background : ``"vsharp"`` (default), ``"sharp"`` or ``"pdf"``
+    background : ``"vsharp"``, ``"sharp"``, ``"resharp"``, ``"lbv"``, ``"pdf"`` or None
+        None: :data:`DEFAULT_BACKGROUND`.
     method : ``"l2"`` (default), ``"tkd"``, ``"cg-l2"`` or ``"tv"``
     lam : float or ``"auto"``
-        For l2 and cg-l2 (``"auto"``: GCV); tv needs a number.
+        For l2 and cg-l2 (``"auto"``: chosen by ``lam_criterion``); tv needs a number.
     mask_options, background_options, method_options : dict, optional
         Keyword arguments passed to the mask, background and inversion functions.
     step_callback : callable, optional
         ``step_callback(name)`` after each step (drives a progress bar).
+    mask_method : ``"echoes"`` (default) or ``"magnitude"``
+        Without ``mask``: :func:`mrirecon.qsm.masking.mask_from_echoes` (magnitude,
+        multi-echo phase coherence and R2*, then morphology; no scalp) or the
+        older :func:`mrirecon.qsm.masking.mask_from_magnitude` (keeps the scalp).
+    lam_criterion : ``"discrepancy"`` (default), ``"gcv"`` or ``"corner"``
+        With ``lam="auto"``: the discrepancy principle with the echo fit's noise
+        (:func:`mrirecon.qsm.lcurve.discrepancy_lam`), or GCV / the L-curve
+        corner of the whole grid (:func:`mrirecon.qsm.lcurve`).
+    fill_rim : bool
+        For the eroding background removals (SHARP, V-SHARP, RESHARP): extend
+        the local field into the eroded rim (:func:`mrirecon.qsm.background.fill_rim`)
+        so that χ covers the whole brain mask (default True).
+    fast_grid : bool
+        Zero-pad every step onto one FFT-friendly grid (2·3·5-smooth sizes; the
+        outputs are cropped back): one set of FFT plans for unwrapping,
+        background removal and inversion (default True).
 
     Returns
     -------
@@ -144,16 +222,23 @@ def pipeline(
     from . import phase as phase_tools
     from .inversion import closed_form_l2, tkd
     from .iterative import cg_l2, tv_admm
-    from .lcurve import lcurve
+    from .lcurve import discrepancy_lam, lcurve
 
+    if background is None:
+        background = DEFAULT_BACKGROUND
     if background not in BACKGROUND_METHODS:
         raise InvalidParameterError(f"background must be one of {BACKGROUND_METHODS}, got {background!r}")
     if method not in INVERSION_METHODS:
         raise InvalidParameterError(f"method must be one of {INVERSION_METHODS}, got {method!r}")
     if method == "tv" and lam == "auto":
         raise InvalidParameterError("method 'tv' needs a numeric lam (there is no automatic TV λ)")
+    if mask_method not in MASK_METHODS:
+        raise InvalidParameterError(f"mask_method must be one of {MASK_METHODS}, got {mask_method!r}")
+    if lam_criterion not in LAM_CRITERIA:
+        raise InvalidParameterError(f"lam_criterion must be one of {LAM_CRITERIA}, got {lam_criterion!r}")
     if not np.isfinite(b0_tesla) or b0_tesla <= 0:
         raise InvalidParameterError(f"b0_tesla must be a positive number, got {b0_tesla!r}")
+    warn_implausible(te_s=te_s, b0_tesla=b0_tesla)
     vox = normalize_voxel_size(voxel_size_mm)
     b0 = normalize_direction(b0_dir)
     xp, magnitude, phase, te = _check_inputs(magnitude, phase, te_s)
@@ -172,38 +257,76 @@ def pipeline(
             step_callback(name)
 
     rad = phase_tools.phase_to_radians(phase, units=phase_units)
+    shape = tuple(magnitude.shape[1:])
+    grid = _fast_shape(shape) if fast_grid else shape
+    region = tuple(slice(0, n) for n in shape)
+    rad = _pad_to(rad, grid, xp)
+    magnitude = _pad_to(magnitude, grid, xp)
     step("phase scaling")
     if mask is None:
-        brain = masking.mask_from_magnitude(magnitude, **mask_options)
+        if mask_method == "echoes":
+            brain = masking.mask_from_echoes(magnitude, rad, te, voxel_size_mm=vox, **mask_options)
+        else:
+            brain = masking.mask_from_magnitude(magnitude, **mask_options)
     else:
         brain = on_module(xp, mask, "mask").astype(bool)
-        if brain.shape != magnitude.shape[1:]:
-            raise ShapeMismatchError(
-                f"mask shape {brain.shape} does not match the images' {magnitude.shape[1:]}"
-            )
+        if brain.shape != shape:
+            raise ShapeMismatchError(f"mask shape {brain.shape} does not match the images' {shape}")
         if not bool(brain.any()):
             raise InvalidParameterError("mask is empty")
+        brain = _pad_to(brain, grid, xp)
     step("mask")
     unwrapped = phase_tools.unwrap_echoes(rad, voxel_size_mm=vox)
     step("unwrapping")
     fit = phase_tools.fit_echoes(unwrapped, te, magnitude=magnitude, mask=brain)
+    del unwrapped
     total_hz = fit.field_hz
     total_ppm = field_to_ppm(total_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)
+    noise = phase_tools.field_noise_ppm(fit, te, b0_tesla=b0_tesla, magnitude=magnitude)
+    noise = xp.where(brain, noise, 0).astype(np.float32)
     step("echo fit")
-    fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf}[background]
+    bopts = dict(background_options)
     if background == "pdf":
-        background_options.setdefault("b0_dir", b0)
-    removed = fn(total_ppm, brain, voxel_size_mm=vox, **background_options)
+        bopts.setdefault("b0_dir", b0)
+        bopts.setdefault("pad", 16)
+        bopts.setdefault("tol", 1e-3)
+        bopts.setdefault("max_iter", 60)
+        if "weights" not in bopts and len(te) > 2:
+            inside = noise[brain]
+            med = float(xp.median(inside)) if inside.size else 1.0
+            bopts["weights"] = xp.where(brain, med / xp.maximum(noise, med * 0.1), 0).astype(np.float32)
+    fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf, "lbv": bg.lbv, "resharp": bg.resharp}[
+        background
+    ]
+    removed = fn(total_ppm, brain, voxel_size_mm=vox, **bopts)
     local, roi = removed.local_field, removed.mask
     if not bool(roi.any()):
         raise InvalidParameterError(
             f"background removal ({background}) left an empty mask; is the brain mask too small?"
         )
+    rim = "none (the method does not erode)"
+    if background in _ERODING and fill_rim:
+        eroded_voxels = int(xp.count_nonzero(brain & ~roi))
+        local = bg.fill_rim(local, roi, brain, voxel_size_mm=vox)
+        roi = brain
+        rim = f"filled by normalised Gaussian convolution (SD 2 mm) of the eroded field ({eroded_voxels} voxels)"
+    elif background in _ERODING:
+        rim = "left out of the mask (eroded)"
     step("background removal")
     kw = {"voxel_size_mm": vox, "b0_dir": b0}
     lam_used = lam
+    selection = "given"
     if method in ("l2", "cg-l2") and lam == "auto":
-        lam_used = lcurve(local, roi, **kw).lam
+        if lam_criterion == "discrepancy" and len(te) > 2:
+            lam_used = discrepancy_lam(local, roi, noise, **kw)
+            selection = "discrepancy principle with the echo fit's noise (trusted 90 % of voxels)"
+            if not 1.01e-4 < lam_used < 0.99:  # no crossing in the bracket: the noise model does not hold
+                lam_used = lcurve(local, roi, criterion="gcv", **kw).lam
+                selection = "GCV (the discrepancy principle found no crossing)"
+        else:
+            crit = "gcv" if lam_criterion == "discrepancy" else lam_criterion
+            lam_used = lcurve(local, roi, criterion=crit, **kw).lam
+            selection = {"gcv": "GCV", "corner": "L-curve corner"}[crit]
     if method == "l2":
         chi = closed_form_l2(local, roi, lam=lam_used, **kw, **method_options)
     elif method == "tkd":
@@ -214,23 +337,30 @@ def pipeline(
     else:
         chi = tv_admm(local, roi, lam=lam_used, **kw, **method_options)
     step("dipole inversion")
+    if grid != shape:
+        chi, local, total_hz, roi, brain, noise = (
+            a[region].copy() for a in (chi, local, total_hz, roi, brain, noise)
+        )
     params = {
         "EchoTime_s": [float(v) for v in te],
         "MagneticFieldStrength_T": float(b0_tesla),
         "VoxelSize_mm": list(vox),
         "B0Direction": list(b0),
         "PhaseUnits": phase_units,
-        "Mask": "given" if mask is not None else {"from": "magnitude", **mask_options},
+        "Mask": "given" if mask is not None else {"from": mask_method, **mask_options},
+        "Grid": {"shape": list(shape), "fft_grid": list(grid)},
         "Unwrapping": "Laplacian (FFT), first echo and consecutive echo differences",
         "EchoFit": "magnitude-weighted linear fit with phase offset",
         "BackgroundRemoval": {
             "method": background,
-            **{k: v for k, v in background_options.items() if k != "b0_dir"},
+            **{k: v for k, v in bopts.items() if k not in ("b0_dir", "weights")},
+            **({"weights": "inverse noise SD of the echo fit"} if "weights" in bopts else {}),
+            "rim": rim,
         },
         "Inversion": {
             "method": method,
             "lam": lam_used,
-            "lam_selection": "GCV" if lam == "auto" else "given",
+            "lam_selection": selection,
         },
     }
-    return PipelineResult(chi, local, total_hz, roi, brain, timings, params)
+    return PipelineResult(chi, local, total_hz, roi, brain, timings, params, noise)
