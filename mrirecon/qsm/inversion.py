@@ -230,11 +230,54 @@ def _volume(field, mask, t):
     return vol, mask
 
 
+_CHUNK_VOLUMES = 16  # volumes gathered at once: runs of 64 bytes along t
+_BLOCK_ROWS = 8192  # voxels per transposed block (stays in cache)
+
+
+def _blocked(copy_block, n_rows):
+    """Run ``copy_block(lo, hi)`` over row blocks, split between the element-wise pool's threads."""
+    from .._parallel import _pool
+    from ..threads import n_threads
+
+    starts = list(range(0, n_rows, _BLOCK_ROWS))
+    threads = min(n_threads(), len(starts))
+    if threads <= 1:
+        for r in starts:
+            copy_block(r, min(r + _BLOCK_ROWS, n_rows))
+        return
+    parts = np.array_split(np.asarray(starts), threads)
+
+    def run(part):
+        for r in part:
+            copy_block(int(r), min(int(r) + _BLOCK_ROWS, n_rows))
+
+    list(_pool().map(run, parts))
+
+
+def _gather(rows, t0, t1, buf):
+    """``buf[j] = volume t0 + j`` of an (voxels, t) view, transposed block by block in cache."""
+
+    def block(lo, hi):
+        buf[: t1 - t0, lo:hi] = rows[lo:hi, t0:t1].T
+
+    _blocked(block, rows.shape[0])
+
+
+def _scatter(buf, rows, t0, t1):
+    def block(lo, hi):
+        rows[lo:hi, t0:t1] = buf[: t1 - t0, lo:hi].T
+
+    _blocked(block, rows.shape[0])
+
+
 def _over_volumes(invert, field, mask, **kw):
     """Apply a 3-D inversion to every volume of an (x, y, z, t) series.
 
     The kernel and the FFT plan are cached per grid, so only the first volume
-    builds them; each further volume costs what a single 3-D call costs.
+    builds them; each further volume costs what a single 3-D call costs. On
+    the CPU, volumes are moved between the time-last series and contiguous
+    volumes 16 at a time by cache-blocked transposes (a volume-by-volume
+    strided copy costs a third of the inversion itself at 96³).
     """
     xp = get_array_module(field)
     if field.shape[3] < 1:
@@ -243,11 +286,31 @@ def _over_volumes(invert, field, mask, **kw):
         raise ShapeMismatchError(f"mask must be (x, y, z) or (x, y, z, t), got shape {mask.shape}")
     if mask is not None and mask.ndim == 4 and mask.shape != field.shape:
         raise ShapeMismatchError(f"4-D mask shape {mask.shape} does not match the field's {field.shape}")
-    out = None
-    for t in range(field.shape[3]):
-        vol, m = _volume(field, mask, t)
-        chi = invert(vol, m, **kw)
-        if out is None:
-            out = xp.empty(field.shape, dtype=chi.dtype)
-        out[..., t] = chi
+    nt = field.shape[3]
+    if xp is not np or not field.flags.c_contiguous:
+        out = None
+        for t in range(nt):
+            vol, m = _volume(field, mask, t)
+            chi = invert(vol, m, **kw)
+            if out is None:
+                out = xp.empty(field.shape, dtype=chi.dtype)
+            out[..., t] = chi
+        return out
+    shape3 = field.shape[:3]
+    rows = field.reshape(-1, nt)
+    k = min(_CHUNK_VOLUMES, nt)
+    buf = np.empty((k, rows.shape[0]), dtype=field.dtype)
+    out = res = out_rows = None
+    for t0 in range(0, nt, k):
+        t1 = min(t0 + k, nt)
+        _gather(rows, t0, t1, buf)
+        for j in range(t1 - t0):
+            m = mask[..., t0 + j] if mask is not None and mask.ndim == 4 else mask
+            chi = invert(buf[j].reshape(shape3), m, **kw)
+            if out is None:
+                out = np.empty(field.shape, dtype=chi.dtype)
+                out_rows = out.reshape(-1, nt)
+                res = np.empty((k, rows.shape[0]), dtype=chi.dtype)
+            res[j] = chi.reshape(-1)
+        _scatter(res, out_rows, t0, t1)
     return out
