@@ -446,3 +446,21 @@ def test_fill_rim_keeps_eroded_values_and_leaves_no_zero():
     out = fill_rim(local, eroded, mask)
     np.testing.assert_array_equal(out[eroded], local[eroded])
     assert np.all(np.abs(out[mask]) > 0.5) and np.all(out[~mask] == 0)
+
+
+def test_resharp_default_radius_follows_coarse_voxels():
+    # 4 mm at 1-2 mm voxels; on a 5 mm grid (a smoke-test size) the default is one voxel, not an error
+    from mrirecon.qsm.background import default_resharp_radius_mm, resharp
+
+    assert default_resharp_radius_mm((1.0, 1.0, 1.0)) == 4.0
+    assert default_resharp_radius_mm((2.0, 2.0, 2.0)) == 4.0
+    assert default_resharp_radius_mm((4.5, 5.0, 4.0)) == 5.0
+    shape, vox = (16, 16, 16), (5.0, 5.0, 5.0)
+    x, y, z = np.meshgrid(*[np.arange(n) - 7.5 for n in shape], indexing="ij")
+    mask = x**2 + y**2 + z**2 <= 6**2
+    f = np.random.default_rng(3).standard_normal(shape)
+    res = resharp(f, mask, voxel_size_mm=vox)
+    # the eroded mask is the erosion by one voxel (the 6-neighbourhood ball of radius 5 mm)
+    np.testing.assert_array_equal(res.mask, ndimage.binary_erosion(mask, border_value=0))
+    with pytest.raises(InvalidParameterError, match="smaller than the smallest voxel"):
+        resharp(f, mask, voxel_size_mm=vox, radius_mm=4.0)

@@ -6,11 +6,19 @@ from mrirecon.bench.pipeline import run
 
 
 def test_bench_pipeline_tiny(tmp_path):
-    doc = run(shape=(48, 56, 46), repeats=1, out=tmp_path, backgrounds=("resharp", "lbv"), log=lambda *a: None)
+    # 48×56×46 is 4.7 mm voxels: RESHARP's default radius grows to one voxel there (it was a fixed
+    # 4 mm, smaller than a voxel, and raised); χ NRMSE is about 100 % at that size, a smoke test only
+    doc = run(
+        shape=(48, 56, 46), repeats=1, out=tmp_path, backgrounds=("resharp", "lbv"), log=lambda *a: None
+    )
     assert {"mask", "unwrapping", "background removal", "dipole inversion"} <= set(doc["steps_s"])
     assert len(doc["rows"]) == 4  # 2 masks × 2 background removals
     for r in doc["rows"]:
-        assert 0 < r["chi_nrmse"] < 300 and r["best_chi_nrmse"] <= r["chi_nrmse"] + 1e-9
+        # the sweep is discrete (13 λ over 3 decades), so an automatic λ between two of its points
+        # can beat its best by a little: measured 87.99 % (auto) against 88.20 % (sweep) here
+        assert 0 < r["chi_nrmse"] < 300 and r["best_chi_nrmse"] <= r["chi_nrmse"] + 1.0
     saved = json.loads((tmp_path / "pipeline_results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(doc["rows"]))
     assert "| echoes | resharp" in (tmp_path / "pipeline_results.md").read_text()
+    for fig in ("qsm_mask.png", "pipeline_chi.png"):
+        assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"

@@ -187,3 +187,22 @@ def test_r2star_map_recovers_decay():
     r2[1] = 60.0
     mag = 2.0 * np.exp(-te[:, None, None, None] * r2[None])
     np.testing.assert_allclose(r2star_map(mag, te), r2, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("vox", "radius"), [((1.0, 1.0, 1.0), 3.0), ((1.0, 1.2, 0.9), 4.0), ((2.0, 2.0, 2.0), 5.0)]
+)
+def test_ball_morph_equals_the_distance_transform(vox, radius):
+    # the FFT dilation/erosion used by mask_from_echoes against the exact Euclidean distance
+    from scipy import ndimage as ndi
+
+    from mrirecon.qsm.masking import _ball_morph
+
+    rng = np.random.default_rng(4)
+    blob = ndi.gaussian_filter(rng.standard_normal((30, 34, 28)), 2.0) > 0.05
+    blob[:, :, :3] = False  # one side touches the array's edge, the others do not
+    blob[0, 10:20, 10:20] = True
+    dilated = ndi.distance_transform_edt(~blob, sampling=vox) <= radius
+    np.testing.assert_array_equal(_ball_morph(blob, radius, vox, op="dilate"), dilated)
+    eroded = ndi.distance_transform_edt(np.pad(blob, 1), sampling=vox)[1:-1, 1:-1, 1:-1] > radius
+    np.testing.assert_array_equal(_ball_morph(blob, radius, vox, op="erode"), eroded)

@@ -53,19 +53,27 @@ def test_pipeline_recovers_chi(megre, xp, assert_on):
     }
     assert res.mask.sum() > 0.5 * d.mask.sum() and not (res.mask & ~d.mask).any()
     assert res.chi.dtype == np.float32 and not res.chi[~res.mask].any()
-    assert res.params["Inversion"]["lam_selection"] .startswith(("GCV", "discrepancy"))
-    # the oracle: the same background removal and inversion applied to the true total field;
-    # what the pipeline adds is the error of phase scaling, unwrapping and the echo fit
+    assert res.params["Inversion"]["lam_selection"].startswith(("GCV", "discrepancy"))
+    assert res.params["BackgroundRemoval"]["method"] == qsm.DEFAULT_BACKGROUND
+    # the oracle: the same background removal (the default RESHARP, 4 mm, rim filled) and inversion
+    # applied to the true total field; what the pipeline adds is the error of phase scaling,
+    # unwrapping and the echo fit
     vox = d.voxel_size_mm
-    oracle = qsm.background.vsharp(d.total_field_ppm, d.mask, voxel_size_mm=vox)
-    chi_oracle = qsm.closed_form_l2(oracle.local_field, oracle.mask, voxel_size_mm=vox)
-    err, err_oracle = _nrmse_in(res, d), nrmse(chi_oracle, d.chi, mask=oracle.mask)
-    local_err = nrmse(res.local_field_ppm, oracle.local_field, mask=res.mask)
-    # measured at 48³ (4 mm voxels), snr 80: χ 85.6 % against the oracle's 77.9 %; see the README's
-    # pipeline table for why V-SHARP on this phantom is far from the truth
+    oracle = qsm.background.resharp(d.total_field_ppm, d.mask, voxel_size_mm=vox)
+    oracle_local = qsm.background.fill_rim(oracle.local_field, oracle.mask, d.mask, voxel_size_mm=vox)
+    lam = res.params["Inversion"]["lam"]
+    chi_oracle = qsm.closed_form_l2(oracle_local, d.mask, voxel_size_mm=vox, lam=lam)
+    err, err_oracle = _nrmse_in(res, d), nrmse(chi_oracle, d.chi, mask=d.mask)
+    local_err = nrmse(res.local_field_ppm, oracle_local, mask=res.mask)
+    # measured at 48³ (4 mm voxels), snr 80, seed 0: χ 86.2 % against the oracle's 80.6 %; local
+    # field 35.9 % from the oracle's (33.0 % on the eroded part). This test compared RESHARP with a
+    # V-SHARP oracle until the default changed (68.5 %, 63.3 % even on V-SHARP's own mask): on this
+    # phantom of uniform ellipsoids the brain's own field is largely harmonic inside the brain and
+    # the two methods remove different parts of it, so only the same method is a fair oracle. The
+    # old defaults (V-SHARP, rim eroded) gave 88.7 % χ over the whole brain, the new 86.2 %.
     assert err <= err_oracle + 10.0, (err, err_oracle)
     assert err < 95.0, err
-    assert local_err < 60.0, local_err
+    assert local_err < 45.0, local_err
 
 
 def test_pipeline_with_derived_mask_and_integer_phase(megre, xp, assert_on):
@@ -80,9 +88,16 @@ def test_pipeline_with_derived_mask_and_integer_phase(megre, xp, assert_on):
             voxel_size_mm=d.voxel_size_mm,
         )
     res = _on_host(res, assert_on)
-    # the derived mask covers most of the brain
+    assert res.params["Mask"]["from"] == "echoes"
+    # the derived mask covers the brain. This phantom has no skull: its 12 mm scalp shell is
+    # tissue touching the brain (M0 0.5, R2* 25/s, coherent phase), so nothing in the data can
+    # separate the two and the mask keeps most of the scalp. Measured at 48³, seed 0: Dice 0.791
+    # from the echoes (34 % of mask voxels outside the brain, 0.2 % of the brain missed), 0.830
+    # from the magnitude (the old default). The scalp-free mask is tested on the realistic head,
+    # which has a skull (tests/test_masking.py).
     dice = 2 * (res.brain_mask & d.mask).sum() / (res.brain_mask.sum() + d.mask.sum())
-    assert dice > 0.8, dice
+    missed = (d.mask & ~res.brain_mask).sum() / d.mask.sum()
+    assert dice > 0.75 and missed < 0.01, (dice, missed)
     assert np.isfinite(res.chi).all()
 
 
@@ -167,14 +182,22 @@ def test_run_end_to_end(dataset, megre, tmp_path, capsys):
         mask = load_nifti(anat / f"{sub}_desc-brain_mask.nii.gz").data > 0
         meta = json.loads((anat / f"{sub}_Chimap.json").read_text())
         assert meta["Units"] == "ppm" and meta["EchoTime_s"] == list(megre.te_s)
-        assert meta["BackgroundRemoval"]["method"] == "vsharp" and meta["Inversion"]["method"] == "l2"
+        assert (
+            meta["BackgroundRemoval"]["method"] == qsm.DEFAULT_BACKGROUND
+            and meta["Inversion"]["method"] == "l2"
+        )
+        assert "filled" in meta["BackgroundRemoval"]["rim"]  # no eroded rim of zeros
         assert (meta["Mask"] == "given") == (sub == "sub-01")
+        assert sub == "sub-01" or meta["Mask"]["from"] == "echoes"
         assert (anat / f"{sub}_desc-local_fieldmap.json").exists()
         assert (anat / f"{sub}_Chimap.png").read_bytes()[:4] == b"\x89PNG"
         err = nrmse(chi.data, megre.chi, mask=mask)
-        # measured at 48³ (4 mm voxels): sub-01 (brain mask given) 85.6 %, sub-02 (mask derived from
-        # the magnitude, which keeps the scalp; integer-scaled phase) 95.9 %
-        assert err < (90.0 if sub == "sub-01" else 100.0), (sub, err)
+        # measured at 48³ (4 mm voxels), defaults (RESHARP, rim filled, GCV λ: the discrepancy
+        # principle finds no crossing here): sub-01 (brain mask given) 86.2 %; sub-02 (mask from the
+        # echoes, which keeps this skull-less phantom's scalp; integer-scaled phase) 69.7 % on its own
+        # mask, 60.0 % on the brain: a mask reaching beyond the brain keeps more of the brain's own
+        # field near its edge on this phantom (the old defaults: 85.6 % and 95.9 %)
+        assert err < (92.0 if sub == "sub-01" else 80.0), (sub, err)
     # a rerun skips what is up to date; other parameters need --force (nothing is overwritten silently)
     capsys.readouterr()
     assert main(["run", str(dataset), str(out), "--include", "01"]) == 0

@@ -17,6 +17,8 @@ BENCHMARKS = {
     "pipeline": ("pipeline", "multi-echo GRE to χ: per-step times, background removal × inversion NRMSE"),
     "sense": ("sense", "closed-form SENSE against CG-SENSE, L1-wavelet, SigPy and BART"),
     "fft": ("fft", "the closed form against its FFT pair, memory/arithmetic floors, scipy.fft, NumPy"),
+    "dsi": ("dsi", "DSI q-space completion: closed-form PCA-L2 against L1-wavelet FISTA and zero filling"),
+    "mrsi": ("mrsi", "MRSI lipid suppression: closed-form L2 against FISTA-L1, auto β against a sweep"),
     "cohort": ("cohort", "mrirecon run over a simulated cohort in process and on Dask; a 4-D series"),
 }
 

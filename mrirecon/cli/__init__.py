@@ -23,9 +23,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands():
-    from . import bench, fft_wisdom, phantom, qsm, run, sense
+    from . import bench, dsi, fft_wisdom, mrsi, phantom, qsm, run, sense
 
-    return [qsm, run, sense, phantom, bench, fft_wisdom]
+    return [qsm, run, sense, phantom, bench, fft_wisdom, mrsi, dsi]
 
 
 def build_parser() -> argparse.ArgumentParser:

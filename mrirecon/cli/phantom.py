@@ -10,7 +10,7 @@ HELP = "write a numerical phantom (test data with its truth) for one of the appl
 
 #: The phantom kinds; each is the module ``mrirecon.cli.phantom_<kind>`` with
 #: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``.
-KINDS = ("qsm",)
+KINDS = ("qsm", "sense", "mrsi", "dsi", "megre")
 
 DESCRIPTION = """\
 Numerical phantoms for testing reconstructions: each writes the data an

@@ -32,7 +32,17 @@ from ..kspace import dipole_kernel, normalize_direction, normalize_voxel_size, x
 from ..solvers import cg
 from ._prepare import prepare
 
-__all__ = ["BackgroundResult", "fill_rim", "lbv", "pdf", "resharp", "sharp", "smv_kernel", "vsharp"]
+__all__ = [
+    "BackgroundResult",
+    "default_resharp_radius_mm",
+    "fill_rim",
+    "lbv",
+    "pdf",
+    "resharp",
+    "sharp",
+    "smv_kernel",
+    "vsharp",
+]
 
 # cached kernels: each is half a volume (34 MB for a float32 256³ grid); 16 ball
 # kernels hold the default V-SHARP radii for voxels down to 0.75 mm
@@ -574,12 +584,18 @@ def _tikhonov_inverse(shape, vox, radius, lam, dtype, xpname):
     return _freeze((h / (h * h + lam)).astype(dtype, copy=False))
 
 
+def default_resharp_radius_mm(voxel_size_mm=(1.0, 1.0, 1.0)) -> float:
+    """RESHARP's default kernel radius: 4 mm, or the largest voxel size if that is more."""
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    return float(max(4.0, max(vox)))
+
+
 def resharp(
     field,
     mask,
     *,
     voxel_size_mm=(1.0, 1.0, 1.0),
-    radius_mm=4.0,
+    radius_mm=None,
     lam=0.01,
     max_iter=0,
     tol=1e-3,
@@ -590,8 +606,14 @@ def resharp(
     ----------
     field, mask, voxel_size_mm
         As in :func:`sharp`.
-    radius_mm : float
-        Radius of the spherical mean-value kernel (default 4 mm).
+    radius_mm : float, optional
+        Radius of the spherical mean-value kernel. Default
+        (:func:`default_resharp_radius_mm`): 4 mm, or the largest voxel size
+        if that is more, so that coarse grids run. Measured on the realistic
+        head at 4.7 mm voxels: χ NRMSE ≈ 100 % whatever the radius (1, 1.5, 2
+        or 3 voxels; 154 % at one voxel with the true mask): such grids are for
+        smoke tests only. At 4 mm voxels on the ellipsoid phantom two voxels
+        (8 mm) gave 114 % against 86 % at 4 mm (the wider rim is filled worse).
     lam : float
         Tikhonov weight λ > 0 (dimensionless; default 0.01).
     max_iter : int
@@ -631,6 +653,8 @@ def resharp(
     """
     phi, mask, vox, xp = _prepare(field, mask, voxel_size_mm)
     shape = phi.shape
+    if radius_mm is None:
+        radius_mm = default_resharp_radius_mm(vox)
     radius = _check_radius(radius_mm, shape, vox)
     if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam <= 0:
         raise InvalidParameterError(f"lam must be a positive number, got {lam!r}")

@@ -295,6 +295,8 @@ def pipeline(
             inside = noise[brain]
             med = float(xp.median(inside)) if inside.size else 1.0
             bopts["weights"] = xp.where(brain, med / xp.maximum(noise, med * 0.1), 0).astype(np.float32)
+    if background == "resharp":
+        bopts.setdefault("radius_mm", bg.default_resharp_radius_mm(vox))  # recorded in the sidecar
     fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf, "lbv": bg.lbv, "resharp": bg.resharp}[
         background
     ]
