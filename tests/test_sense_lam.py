@@ -66,9 +66,59 @@ def test_auto_lam_is_recorded(crit):
     k, sens = _case()
     x, info = recon.sense(k, sens, lam=crit, return_info=True)
     assert info["lam"] > 0 and np.isfinite(x).all()
-    assert info["lam_selection"].startswith("gcv" if crit == "auto" else crit)
-    lams = info["lam_curve"].lams
-    assert lams[0] <= info["lam"] <= lams[-1]
+    assert info["lam_selection"].startswith("discrepancy" if crit == "auto" else crit)
+    if crit in ("auto", "discrepancy"):  # on the full problem: not restricted to the lattice grid
+        assert info["lam_solves"] >= 1
+    else:
+        lams = info["lam_curve"].lams
+        assert lams[0] <= info["lam"] <= lams[-1]
+
+
+@pytest.mark.parametrize("noise_sd", [None, 0.1, 0.2])
+def test_auto_lam_meets_the_discrepancy_on_the_full_problem(noise_sd):
+    """The residual of the chosen λ, computed through the dense operator, is n σ² (n: acquired samples × coils)."""
+    shape, nc = (32, 24), 8
+    rng = np.random.default_rng(3)
+    sens = coils.simulate_coil_maps(shape, nc)
+    img = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    mask = sampling.uniform_mask(shape, 4, acs=8, offset=1)
+    sigma = 0.1
+    noise = sigma / np.sqrt(2) * (rng.standard_normal((nc, *shape)) + 1j * rng.standard_normal((nc, *shape)))
+    k = ((fftc(sens * img, axes=(1, 2)) + noise) * mask).astype(np.complex64)
+    x, info = recon.sense(k, sens, noise_sd=noise_sd, acs_iter=60, tol=1e-7, return_info=True)
+    s2 = info["noise_sd"] ** 2
+    if noise_sd is None:  # σ estimated from the lattice residual
+        assert abs(info["noise_sd"] / sigma - 1) < 0.15
+    else:
+        assert info["noise_sd"] == pytest.approx(noise_sd)
+    res = float(np.sum(np.abs(fftc(sens * x, axes=(1, 2)) * mask - k) ** 2))
+    n = nc * int(mask.sum())
+    assert res == pytest.approx(n * s2, rel=0.035)
+    assert info["lam_residual_ratio"] == pytest.approx(res / (n * s2), rel=1e-3)
+    # the returned image is the fixed-λ solution of that λ
+    ref = iterative.cg_sense(k, sens, lam=info["lam"], max_iter=400, tol=1e-10)
+    assert np.linalg.norm(x - ref) / np.linalg.norm(ref) < 1e-3
+    # more noise, more regularisation
+    if noise_sd is not None:
+        _, info2 = recon.sense(k, sens, noise_sd=2 * noise_sd, return_info=True)
+        assert info2["lam"] > info["lam"]
+
+
+def test_auto_lam_is_scale_invariant():
+    """Data × c (σ × c): the same λ, the image × c."""
+    k, sens = _case(acs=8)
+    x1, i1 = recon.sense(k, sens, return_info=True)
+    x2, i2 = recon.sense(4 * k, sens, return_info=True)
+    assert i2["lam"] == pytest.approx(i1["lam"], rel=1e-3)
+    np.testing.assert_allclose(x2, 4 * x1, rtol=1e-3, atol=1e-4)
+
+
+def test_auto_lam_needs_sigma_when_coils_do_not_exceed_accel():
+    k, sens = _case(nc=4, acs=8)
+    with pytest.raises(InvalidParameterError, match="noise_sd"):
+        recon.sense(k, sens)
+    x = recon.sense(k, sens, noise_sd=0.01)
+    assert np.isfinite(x).all()
 
 
 def test_accel_contradiction_names_both():

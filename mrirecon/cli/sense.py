@@ -62,7 +62,9 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--lam",
         default=None,
-        help="lambda >= 0, or 'auto'/'gcv'/'sure'/'upre'/'discrepancy' (unfold; default auto = GCV); "
+        help="lambda >= 0, or 'auto' (default for unfold: the discrepancy principle on the full problem, "
+        "lattice + ACS lines, with sigma from the noise scan or estimated) or the lattice-only "
+        "'gcv'/'sure'/'upre'; "
         "cg: default 0, l1-wavelet/tv: default 1e-3",
     )
     p.add_argument(
