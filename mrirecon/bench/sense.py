@@ -351,7 +351,11 @@ def ismrmrd_check(img, *, nc, accel, acs, noise, log):
         t0 = time.perf_counter()
         rc = cli_main(["sense", str(h5), "--espirit", "-o", str(out)])
         t_cli = time.perf_counter() - t0
-        x_cli = np.asarray(io.load_nifti(out, ndim=None).data).reshape(shape) if rc == 0 else np.full(shape, np.nan)
+        x_cli = (
+            np.asarray(io.load_nifti(out, ndim=None).data).reshape(shape)
+            if rc == 0
+            else np.full(shape, np.nan)
+        )
         side = json.loads((Path(tmp) / "img.json").read_text()) if rc == 0 else {}
     r = {
         "nrmse_numpy": err_mag(x_np),
