@@ -62,12 +62,7 @@ def run(args) -> int:
     if args.seed < 0 or args.geometry_seed < 0:
         raise InvalidParameterError("--seed and --geometry-seed must be >= 0")
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidParameterError(f"{out} exists and is not a directory")
-    paths = [out / f for f in FILES]
-    if out.is_dir():
-        for path in paths:
-            io.check_writable(path, force=args.force)
+    paths = io.check_output_dir(out, FILES, force=args.force)
     ph = mrsi_phantom(
         (args.shape, args.shape),
         n_points=args.points,

@@ -88,12 +88,7 @@ def run(args) -> int:
         raise InvalidParameterError(f"--seed must be >= 0, got {args.seed}")
     b0 = normalize_direction(args.b0_direction if args.b0_direction is not None else (0, 0, 1))
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidParameterError(f"{out} exists and is not a directory")
-    paths = [out / f for f in FILES]
-    if out.is_dir():
-        for path in paths:
-            io.check_writable(path, force=args.force)
+    paths = io.check_output_dir(out, FILES, force=args.force)
 
     ph = head_phantom(tuple(args.shape), voxel_size_mm=args.voxel_size_mm)  # validates the geometry
     out.mkdir(parents=True, exist_ok=True)

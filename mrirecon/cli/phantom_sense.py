@@ -85,12 +85,7 @@ def run(args) -> int:
     if not np.isfinite(args.noise) or args.noise < 0:
         raise InvalidParameterError(f"--noise must be >= 0, got {args.noise}")
     out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise InvalidParameterError(f"{out} exists and is not a directory")
-    paths = [out / f for f in FILES]
-    if out.is_dir():
-        for path in paths:
-            io.check_writable(path, force=args.force)
+    paths = io.check_output_dir(out, FILES, force=args.force)
     k, sens, mask, noise, img, sigma = make_case(
         args.size, args.coils, args.accel, args.acs, args.noise, args.seed
     )

@@ -9,7 +9,7 @@ The common names are importable from here (``mrirecon.io.load_nifti``,
 ``mrirecon.io.load_kspace``, ``mrirecon.io.atomic_path``...).
 """
 
-from .atomic import atomic_path, check_writable
+from .atomic import atomic_path, check_output_dir, check_writable
 from .kspace import KSPACE_SUFFIXES, load_kspace, read_cfl, write_cfl
 from .nifti import (
     Volume,
@@ -27,6 +27,7 @@ __all__ = [
     "atomic_path",
     "b0_direction_from_affine",
     "check_same_grid",
+    "check_output_dir",
     "check_writable",
     "load_kspace",
     "load_nifti",

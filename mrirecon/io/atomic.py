@@ -23,13 +23,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from ..errors import InputFileError, OutputExistsError
+from ..errors import InputFileError, InvalidParameterError, OutputExistsError
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "Terminated",
     "atomic_path",
     "atomic_paths",
+    "check_output_dir",
     "check_writable",
     "live_temporaries",
     "stop_signals",
@@ -51,6 +52,23 @@ def check_writable(path, *, force: bool) -> Path:
     if not parent.is_dir():
         raise InputFileError(f"{path}: directory {parent} does not exist")
     return path
+
+
+def check_output_dir(out_dir, names, *, force: bool) -> list:
+    """Paths ``out_dir/name`` for a command writing several files into one directory.
+
+    ``out_dir`` may not exist yet (it is created by the writer); if it exists
+    it must be a directory, and none of the files may exist unless ``force``.
+    Checked before any work starts.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"{out} exists and is not a directory")
+    paths = [out / name for name in names]
+    if out.is_dir():
+        for path in paths:
+            check_writable(path, force=force)
+    return paths
 
 
 def _umask() -> int:
