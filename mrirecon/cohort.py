@@ -27,6 +27,7 @@ cluster), so a run never hangs on one series.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -166,48 +167,24 @@ def process_series(
     t0 = time.perf_counter()
     try:
         return _process(series, Path(out_dir), parameters, force, command, step_callback, t0)
-    except MriReconError as exc:
-        return SeriesResult(series.stem, "failed", time.perf_counter() - t0, error=str(exc))
-    except MemoryError:
-        return SeriesResult(series.stem, "failed", time.perf_counter() - t0, error="out of memory")
-    except Exception as exc:  # a bug or an unexpected library error: report it, keep the others going
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return SeriesResult(
-            series.stem,
-            "failed",
-            time.perf_counter() - t0,
-            error=f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})",
-        )
+    except Exception as exc:  # ours, or a bug / an unexpected library error: report it, keep the others going
+        return SeriesResult(series.stem, "failed", time.perf_counter() - t0, error=_describe(exc))
 
 
 def _process(series, out_dir, parameters, force, command, step_callback, t0):
-    from . import device, io, qsm
     from .io import bids
 
-    loaded = bids.load_series(series, b0_tesla=parameters.get("b0_tesla"))
+    loaded = _load(series, parameters, None)
     if step_callback:
         step_callback("load")
-    gpu = parameters.get("device", "cpu") == "gpu"
-
-    def dev(a):
-        return device.to_device(a, "gpu") if gpu and a is not None else a
-
-    result = qsm.pipeline(
-        dev(loaded["magnitude"]),
-        dev(loaded["phase"]),
-        loaded["te_s"],
-        b0_tesla=loaded["b0_tesla"],
-        voxel_size_mm=loaded["voxel_size_mm"],
-        b0_dir=io.b0_direction_from_affine(loaded["affine"]),
-        phase_units=loaded["phase_units"],
-        mask=dev(loaded["mask"]),
-        step_callback=step_callback,
-        **parameters.get("pipeline", {}),
-    )
-    for name in ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask"):
-        value = getattr(result, name, None)
-        if value is not None:
-            setattr(result, name, device.to_numpy(value))  # one copy out
+    if loaded["volumes"] is None:
+        result = _run_volumes(loaded, parameters, None, step_callback)
+    else:  # a multi-volume series: the first volume sets the mask and λ for all
+        (first,) = _run_volumes(loaded, parameters, [0], step_callback)
+        rest = _run_volumes(
+            loaded, parameters, range(1, loaded["volumes"]), step_callback, fixed=_fixed_of(first)
+        )
+        result = _series_result([first, *rest], mask_given=loaded["mask"] is not None)
     result.params["Device"] = parameters.get("device_name", parameters.get("device", "cpu"))
     extra = {
         "Command": command,
@@ -217,7 +194,266 @@ def _process(series, out_dir, parameters, force, command, step_callback, t0):
     paths = bids.write_outputs(out_dir, series, result, loaded, force=force, extra=extra)
     if step_callback:
         step_callback("write")
-    return SeriesResult(series.stem, "done", time.perf_counter() - t0, output=str(paths["chi"]))
+    return SeriesResult(
+        series.stem,
+        "done",
+        time.perf_counter() - t0,
+        output=str(paths["chi"]),
+        volumes=loaded["volumes"] or 1,
+    )
+
+
+def _run_volumes(loaded, parameters, volumes, step_callback=None, *, fixed=None):
+    """The pipeline on a 3-D series (``volumes`` None: one result) or on volumes of a 4-D one (a list).
+
+    The volumes of a 4-D series get ``fixed`` (the first volume's brain mask and
+    λ, :func:`_fixed_of`: one mask and one regularisation for the whole time
+    series; the dipole kernel and FFT plans are built once and cached).
+    """
+    import numpy as np
+
+    from . import device, io, qsm
+
+    gpu = parameters.get("device", "cpu") == "gpu"
+
+    def dev(a):
+        return device.to_device(a, "gpu") if gpu and a is not None else a
+
+    kw = dict(parameters.get("pipeline", {}))
+    mask = loaded["mask"]
+    if fixed is not None:
+        mask = fixed["mask"]
+        if fixed["lam"] is not None:
+            kw["lam"] = fixed["lam"]
+    results = []
+    for t in [None] if volumes is None else volumes:
+        mag, pha = loaded["magnitude"], loaded["phase"]
+        if t is not None:
+            mag, pha = np.ascontiguousarray(mag[..., t]), np.ascontiguousarray(pha[..., t])
+        result = qsm.pipeline(
+            dev(mag),
+            dev(pha),
+            loaded["te_s"],
+            b0_tesla=loaded["b0_tesla"],
+            voxel_size_mm=loaded["voxel_size_mm"],
+            b0_dir=io.b0_direction_from_affine(loaded["affine"]),
+            phase_units=loaded["phase_units"],
+            mask=dev(mask),
+            step_callback=step_callback if volumes is None else None,
+            **kw,
+        )
+        for name in ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask", "field_noise_ppm"):
+            value = getattr(result, name, None)
+            if value is not None:
+                setattr(result, name, device.to_numpy(value))  # one copy out
+        results.append(result)
+        if t is not None and step_callback:
+            step_callback(f"volume {t + 1}")
+    return results[0] if volumes is None else results
+
+
+def _fixed_of(first):
+    """What every later volume of a series takes from its first: brain mask and λ."""
+    return {"mask": first.brain_mask, "lam": first.params["Inversion"]["lam"]}
+
+
+def _series_result(parts, *, mask_given):
+    """Per-volume results (3-D) or runs of volumes (4-D), in time order, as one series result.
+
+    χ, local and total field are stacked along a last (time) axis; the mask is
+    where every volume's result is defined (χ and local field zero outside it).
+    """
+    import numpy as np
+
+    from .qsm import PipelineResult
+
+    def cat(name):
+        vals = [getattr(p, name) for p in parts]
+        if any(v is None for v in vals):
+            return None
+        return np.concatenate([v if v.ndim == 4 else v[..., None] for v in vals], axis=-1)
+
+    common = np.logical_and.reduce([p.mask for p in parts])
+    while common.ndim > 3:  # runs of volumes that are series results already
+        common = common.all(axis=-1)
+    chi, local = cat("chi"), cat("local_field_ppm")
+    chi *= common[..., None]
+    local *= common[..., None]
+    timings = {}
+    for p in parts:
+        for k, v in p.timings_s.items():
+            timings[k] = timings.get(k, 0.0) + v
+    params = dict(parts[0].params)
+    params["Volumes"] = int(chi.shape[-1])
+    params["Series"] = (
+        "4-D (x, y, z, t): each volume through the pipeline with the first volume's "
+        + ("mask" if mask_given else "brain mask")
+        + " and lambda"
+    )
+    return PipelineResult(
+        chi,
+        local,
+        cat("total_field_hz"),
+        common,
+        parts[0].brain_mask,
+        timings,
+        params,
+        cat("field_noise_ppm"),
+    )
+
+
+# --------------------------------------------------------------------------
+# a long 4-D series over several workers
+# --------------------------------------------------------------------------
+PARTIAL_DIR = ".mrirecon-partial"  # under OUT: the volumes a chunked series has done so far
+
+
+def _partial_dir(out_dir, series) -> Path:
+    return Path(out_dir) / PARTIAL_DIR / series.stem
+
+
+def _n_volumes(series):
+    """The series' number of volumes from its first echo's header (None: 3-D); no data read."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(series.magnitude[0])).shape
+    except Exception:
+        return None  # the task that reads it reports the problem
+    return int(shape[3]) if len(shape) == 4 and shape[3] > 1 else None
+
+
+def _save_part(path: Path, result) -> None:
+    import numpy as np
+
+    from .io.atomic import atomic_path
+
+    arrays = {
+        k: getattr(result, k)
+        for k in ("chi", "local_field_ppm", "total_field_hz", "mask", "brain_mask", "field_noise_ppm")
+        if getattr(result, k) is not None
+    }
+    meta = json.dumps({"params": result.params, "timings_s": result.timings_s}, default=_jsonable)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, force=True) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, meta=np.array(meta), **arrays)
+
+
+def _load_part(path):
+    import numpy as np
+
+    from .qsm import PipelineResult
+
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        get = {k: (z[k] if k in z.files else None) for k in z.files}
+    return PipelineResult(
+        get["chi"],
+        get["local_field_ppm"],
+        get["total_field_hz"],
+        get["mask"],
+        get["brain_mask"],
+        meta["timings_s"],
+        meta["params"],
+        get.get("field_noise_ppm"),
+    )
+
+
+def _series_head(series, out_dir, parameters):
+    """Task: a chunked series' first volume; its part file, mask and λ (or the failure)."""
+    t0 = time.time()
+    try:
+        loaded = _load(series, parameters, (0, 1))
+        (first,) = _run_volumes(loaded, parameters, [0])
+        path = _partial_dir(out_dir, series) / "volumes-00000.npz"
+        _save_part(path, first)
+        return {
+            "start": t0,
+            "fixed": _fixed_of(first),
+            "part": str(path),
+            "mask_given": loaded["mask"] is not None,
+        }
+    except Exception as exc:
+        return {"start": t0, "error": _describe(exc)}
+
+
+def _series_chunk(series, out_dir, parameters, head, volumes):
+    """Task: volumes [t0, t1) of a chunked series with the first volume's mask and λ."""
+    if "error" in head:
+        return {"error": head["error"]}
+    try:
+        loaded = _load(series, parameters, volumes)
+        parts = _run_volumes(loaded, parameters, range(volumes[1] - volumes[0]), fixed=head["fixed"])
+        path = _partial_dir(out_dir, series) / f"volumes-{volumes[0]:05d}.npz"
+        _save_part(path, _series_result(parts, mask_given=head["mask_given"]))
+        return {"part": str(path)}
+    except Exception as exc:
+        return {"error": _describe(exc)}
+
+
+def _series_assemble(series, out_dir, parameters, head, chunks, force, command):
+    """Task: stack a chunked series' parts and write its derivatives as one group."""
+    from .io import bids
+
+    out_dir = Path(out_dir)
+    start = head.get("start", time.time())
+    for part in (head, *chunks):
+        if "error" in part:
+            _sweep_partial(out_dir, series)
+            return SeriesResult(series.stem, "failed", time.time() - start, error=part["error"])
+    try:
+        loaded = _load(series, parameters, (0, 1))
+        result = _series_result(
+            [_load_part(p["part"]) for p in (head, *chunks)], mask_given=head["mask_given"]
+        )
+        result.params["Device"] = parameters.get("device_name", parameters.get("device", "cpu"))
+        result.params["Chunks"] = 1 + len(chunks)
+        extra = {
+            "Command": command,
+            "MaskFile": str(series.mask) if series.mask else None,
+            "RunFingerprint": fingerprint(series, parameters),
+        }
+        paths = bids.write_outputs(out_dir, series, result, loaded, force=force, extra=extra)
+    except Exception as exc:
+        return SeriesResult(series.stem, "failed", time.time() - start, error=_describe(exc))
+    finally:
+        _sweep_partial(out_dir, series)
+    n = result.chi.shape[-1]
+    return SeriesResult(series.stem, "done", time.time() - start, output=str(paths["chi"]), volumes=n)
+
+
+def _load(series, parameters, volumes):
+    """A series' echoes (all volumes, or ``volumes=(t0, t1)`` of a 4-D series)."""
+    from .io import bids
+
+    return bids.load_series(series, b0_tesla=parameters.get("b0_tesla"), volumes=volumes)
+
+
+def _describe(exc) -> str:
+    """One line for a failure: the message of ours, else the exception and where it was raised."""
+    if isinstance(exc, MriReconError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno})"
+
+
+def _sweep_partial(out_dir, series) -> None:
+    """Remove what a killed run left of a chunked series (its parts; the folder when empty)."""
+    import shutil
+
+    d = _partial_dir(out_dir, series)
+    shutil.rmtree(d, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        d.parent.rmdir()
+
+
+def _chunks(n_volumes, n_workers):
+    """Volume ranges after the first: about two per worker, at least one volume each."""
+    rest = n_volumes - 1
+    size = max(1, -(-rest // (2 * max(1, n_workers))))
+    return [(t, min(t + size, n_volumes)) for t in range(1, n_volumes, size)]
 
 
 # --------------------------------------------------------------------------
@@ -310,6 +546,7 @@ def run_cohort(
 
     for s in todo:
         sweep_temporaries(outputs_of(out_dir, s))
+        _sweep_partial(out_dir, s)
     from .progress import progress as make_progress
 
     bar = make_progress(total=len(todo), desc="series", unit="series", disable=not progress or not todo)
@@ -336,6 +573,7 @@ def run_cohort(
         for s in todo:
             if s.stem not in results:
                 sweep_temporaries(outputs_of(out_dir, s))
+                _sweep_partial(out_dir, s)
                 results[s.stem] = SeriesResult(s.stem, "interrupted")
         exc.results = [results[s.stem] for s in series_list]
         raise
@@ -382,10 +620,21 @@ def _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, das
             client = Client(scheduler)
         with client:
             by_future = {}
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
             for s in todo:
-                fut = client.submit(
-                    process_series, s, str(out_dir), parameters, force=force, command=command, pure=False
-                )
+                nt = _n_volumes(s) if n_workers > 1 else None
+                if nt is None or nt < 3:  # one series, one task
+                    fut = client.submit(
+                        process_series, s, str(out_dir), parameters, force=force, command=command, pure=False
+                    )
+                else:  # a long series: its first volume, then runs of volumes on every worker, then one writer
+                    args = (s, str(out_dir), parameters)
+                    head = client.submit(_series_head, *args, pure=False)
+                    parts = [
+                        client.submit(_series_chunk, *args, head, v, pure=False)
+                        for v in _chunks(nt, n_workers)
+                    ]
+                    fut = client.submit(_series_assemble, *args, head, parts, force, command, pure=False)
                 by_future[fut] = s
             try:
                 for fut in as_completed(list(by_future)):

@@ -383,11 +383,12 @@ def _bad_field(kind, phantom, tmp_path):
         p = tmp_path / "field.nii.gz"
         p.write_bytes(b"not a nifti" * 50)
         return p, mask_path, "cannot be read as NIfTI"
-    if kind == "4d":
+    if kind == "5d":  # a 4-D series is valid (tests/test_qsm_series.py); five dimensions are not
         f = io.load_nifti(field_path)
-        p = tmp_path / "field4d.nii.gz"
-        nib.save(nib.Nifti1Image(np.stack([f.data, f.data], axis=-1), f.affine), str(p))
-        return p, mask_path, "3-D"
+        p = tmp_path / "field5d.nii.gz"
+        five = np.stack([f.data, f.data], axis=-1)[..., None].repeat(2, axis=-1)
+        nib.save(nib.Nifti1Image(five, f.affine), str(p))
+        return p, mask_path, "or a 4-D series (x, y, z, t)"
     if kind == "shape":
         m = io.load_nifti(mask_path)
         p = tmp_path / "mask_small.nii.gz"
@@ -417,7 +418,7 @@ def _bad_field(kind, phantom, tmp_path):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "txt", "garbage", "4d", "shape", "affine", "empty", "nan"])
+@pytest.mark.parametrize("kind", ["missing", "txt", "garbage", "5d", "shape", "affine", "empty", "nan"])
 def test_qsm_bad_files(phantom, tmp_path, outdir, capsys, kind):
     field, mask, fragment = _bad_field(kind, phantom, tmp_path)
     out = outdir / "chi.nii.gz"

@@ -137,15 +137,21 @@ def test_a_worker_that_dies_fails_its_series_without_a_hang(cohort_dir, tmp_path
         with Client(cluster) as client:
             (pid,) = client.run(os.getpid).values()
         # a task that holds its worker long enough to be killed mid-way
-        slow = {**PARAMS, "pipeline": {**PARAMS["pipeline"], "method": "cg-l2"}}
+        # (CG with no tolerance: thousands of iterations, seconds on any machine)
+        slow = {
+            **PARAMS,
+            "pipeline": {
+                **PARAMS["pipeline"],
+                "method": "cg-l2",
+                "method_options": {"tol": 0.0, "max_iter": 20000},
+            },
+        }
         killer = threading.Timer(1.5, os.kill, (pid, signal.SIGKILL))
         killer.start()
-        t0 = time.perf_counter()
         res = cohort.run_cohort(
             series, tmp_path / "out", slow, scheduler=cluster.scheduler_address, progress=False, log=print
         )
-        killer.cancel()
-        assert time.perf_counter() - t0 < 60
+        killer.cancel()  # run_cohort returned: the dead worker did not leave it waiting
         (r,) = res
         if r.status == "done":  # the machine was fast enough to finish first: nothing to check
             pytest.skip("the series finished before its worker was killed")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, ShapeMismatchError
 from ._device import add_device_argument, check_device, describe, to_device, to_numpy
 
 NAME = "qsm"
@@ -34,7 +34,10 @@ Iterative baselines (progress bar on stderr; --max-iter, --tol):
            scale than the L2 one), --mu sets the ADMM penalty (default 10 lam).
   tv-nlcg  the same TV objective (|.| smoothed) by nonlinear CG.
 
-The field is zeroed outside the mask before the inversion; chi is written in
+A 4-D field (x, y, z, t; fMRI-style QSM) is inverted volume by volume with one
+kernel and one FFT plan (l2 or tkd); --lam auto picks one lambda on the first
+volume for the whole series; the mask is 3-D (every volume) or of the series'
+shape. The field is zeroed outside the mask before the inversion; chi is written in
 ppm, zero outside the mask and relative to its mean inside the mask. The voxel
 size comes from the header and the B0 direction from the affine (scanner z
 expressed in voxel axes) unless --b0-direction is given. A JSON sidecar
@@ -46,6 +49,7 @@ example:
   mrirecon qsm field.nii.gz -m mask.nii.gz -o chi.nii.gz --figure chi.png
   mrirecon qsm phase_diff.nii.gz -m mask.nii.gz -o chi.nii.gz \\
       --field-units rad --b0-tesla 3 --te-s 0.02 --lam 0.02
+  mrirecon qsm field_series.nii.gz -m mask.nii.gz -o chi_series.nii.gz   # 4-D (x, y, z, t)
 """
 
 
@@ -264,10 +268,27 @@ def run(args) -> int:
     if any(p.resolve() in inputs for p in outputs):
         raise InvalidParameterError("an output path is one of the inputs")
 
-    field_vol = io.load_nifti(args.field)
-    mask_vol = io.load_nifti(args.mask)
+    field_vol = io.load_nifti(args.field, ndim=None)
+    if field_vol.data.ndim not in (3, 4):
+        raise ShapeMismatchError(
+            f"{field_vol.path.name}: expected a 3-D volume (x, y, z) or a 4-D series (x, y, z, t), "
+            f"got shape {field_vol.data.shape}"
+        )
+    series = field_vol.data.ndim == 4
+    if series and args.method not in ("l2", "tkd"):
+        raise InvalidParameterError(
+            f"{field_vol.path.name} is a 4-D series: --method l2 or tkd (one kernel for every volume)"
+        )
+    mask_vol = io.load_nifti(args.mask, ndim=None)
     io.check_same_grid(field_vol, mask_vol)
+    if mask_vol.data.ndim != 3 and mask_vol.data.shape != field_vol.data.shape:
+        raise ShapeMismatchError(
+            f"{mask_vol.path.name}: expected a 3-D mask (x, y, z) or one of the series' shape "
+            f"{field_vol.data.shape}, got shape {mask_vol.data.shape}"
+        )
     mask = mask_vol.data != 0
+    # a 3-D mask serves every volume of a series
+    mask_b = mask[..., None] if series and mask.ndim == 3 else mask
     if not mask.any():
         raise InvalidParameterError(f"{mask_vol.path.name}: mask is empty (no nonzero voxel)")
     bad = int(np.count_nonzero(~np.isfinite(field_vol.data[mask])))
@@ -285,7 +306,7 @@ def run(args) -> int:
 
     b0 = normalize_direction(b0)
     vox = field_vol.voxel_size_mm
-    field = np.where(mask, field_vol.data, np.float32(0))
+    field = np.where(mask_b, field_vol.data, np.float32(0))
     field = qsm.field_to_ppm(field, units=args.field_units, b0_tesla=args.b0_tesla, te_s=args.te_s).astype(
         np.float32, copy=False
     )
@@ -306,8 +327,13 @@ def run(args) -> int:
         chi, params = _iterative(args, qsm, field, mask, weights, kw)
     elif args.method == "l2":
         lam = args.lam
-        if lam == "auto":
-            curve = qsm.lcurve(field, mask, criterion=args.lam_criterion, **kw)
+        if lam == "auto":  # a series: one λ for every volume, chosen on the first
+            curve = qsm.lcurve(
+                field[..., 0] if series else field,
+                mask[..., 0] if series and mask.ndim == 4 else mask,
+                criterion=args.lam_criterion,
+                **kw,
+            )
             lam = curve.lam
         chi = qsm.closed_form_l2(field, mask, lam=lam, **kw)
         params = {
@@ -336,6 +362,8 @@ def run(args) -> int:
         "MagneticFieldStrength_T": args.b0_tesla,
         "EchoTime_s": args.te_s,
         "Padding_voxels": args.pad,
+        **({"Volumes": int(field_vol.data.shape[3])} if series else {}),
+        **({"LambdaChosenOnVolume": 0} if series and curve is not None else {}),
         "Device": describe(args.device),
         "Inputs": {"field": str(field_vol.path.resolve()), "mask": str(mask_vol.path.resolve())},
         "Software": {"name": "mrirecon", "version": __version__},
@@ -351,7 +379,11 @@ def run(args) -> int:
         lam_title = f", λ = {params['Lambda']:.3g}" if params.get("Lambda") is not None else ""
         figs.append(
             (
-                orthoslices(chi, voxel_size_mm=vox, suptitle=f"{out.name} ({meta['Method']}{lam_title})"),
+                orthoslices(
+                    chi[..., 0] if series else chi,
+                    voxel_size_mm=vox,
+                    suptitle=f"{out.name}{' volume 0' if series else ''} ({meta['Method']}{lam_title})",
+                ),
                 args.figure,
             )
         )
@@ -372,5 +404,6 @@ def run(args) -> int:
             tmp = stack.enter_context(io.atomic_path(path, force=args.force))
             fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".").lower() or "png")
     lam_text = f", lambda {params['Lambda']:.4g}" if "Lambda" in params else ""
-    print(f"wrote {out} ({args.method}{lam_text}, {elapsed:.2f} s)")
+    vols = f", {field_vol.data.shape[3]} volumes" if series else ""
+    print(f"wrote {out} ({args.method}{lam_text}{vols}, {elapsed:.2f} s)")
     return 0

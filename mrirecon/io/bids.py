@@ -112,13 +112,16 @@ def find_series(root, *, include=None) -> list[MegreSeries]:
     return series
 
 
-def load_series(series: MegreSeries, *, b0_tesla=None):
+def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
     """Load a series' echoes with their sidecars; checks everything before returning.
 
     Returns
     -------
-    dict with ``magnitude``, ``phase`` (echo, x, y, z) float32, ``te_s``,
-    ``b0_tesla``, ``phase_units``, ``affine``, ``header``, ``voxel_size_mm``.
+    dict with ``magnitude``, ``phase`` (echo, x, y, z) float32 — or
+    (echo, x, y, z, t) for a multi-volume series, ``volumes`` then t, else
+    None — ``te_s``, ``b0_tesla``, ``phase_units``, ``affine``, ``header``,
+    ``voxel_size_mm``; with ``volumes=(t0, t1)`` only those volumes of a
+    4-D series are kept (``volumes`` is still the series' length).
     """
     from .nifti import check_same_grid, load_nifti
 
@@ -132,11 +135,27 @@ def load_series(series: MegreSeries, *, b0_tesla=None):
         raise InputFileError(
             f"{series.anat_dir}/{series.stem}: echoes {numbers} are not numbered 1..{len(numbers)}"
         )
-    vols_m = [load_nifti(p) for p in series.magnitude]
-    vols_p = [load_nifti(p) for p in series.phase]
+    vols_m = [load_nifti(p, ndim=None) for p in series.magnitude]
+    vols_p = [load_nifti(p, ndim=None) for p in series.phase]
     ref = vols_m[0]
+    if ref.data.ndim not in (3, 4):
+        raise InputFileError(
+            f"{ref.path}: expected a 3-D echo (x, y, z) or a 4-D series of volumes (x, y, z, t), "
+            f"got shape {ref.data.shape}"
+        )
     for v in vols_m[1:] + vols_p:
         check_same_grid(ref, v)
+        if v.data.shape != ref.data.shape:
+            raise InputFileError(
+                f"{v.path} has shape {v.data.shape} but {ref.path.name} has {ref.data.shape}"
+            )
+    n_volumes = int(ref.data.shape[3]) if ref.data.ndim == 4 else None
+    if volumes is not None:
+        t0, t1 = volumes
+        if n_volumes is None or not 0 <= t0 < t1 <= n_volumes:
+            raise InvalidParameterError(f"{ref.path}: volumes {volumes} not in a series of {n_volumes}")
+        for v in vols_m + vols_p:
+            v.data = np.ascontiguousarray(v.data[..., t0:t1])
     te, b0s, units = [], [], []
     for pm, pp in zip(series.magnitude, series.phase, strict=True):
         meta_m, meta_p = _read_json(_sidecar(pm)), _read_json(_sidecar(pp))
@@ -191,6 +210,7 @@ def load_series(series: MegreSeries, *, b0_tesla=None):
         "mask_path": series.mask,
         "magnitude": mag,
         "phase": pha,
+        "volumes": n_volumes,
         "te_s": te,
         "b0_tesla": b0_tesla,
         "phase_units": unit,
@@ -272,7 +292,8 @@ def write_outputs(out_dir, series: MegreSeries, result, loaded, *, extra=None, f
             {"Description": "local (background-removed) field", "Units": "ppm"},
         ),
     ]
-    fig = orthoslices(result.chi, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
+    shown = result.chi[..., 0] if result.chi.ndim == 4 else result.chi  # a series: its first volume
+    fig = orthoslices(shown, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
     # one group: the series' files all appear, or none (also on SIGTERM/SIGINT)
     order = [p for key, _, _ in items for p in (paths[key], sidecar_path(paths[key]))] + [paths["png"]]
     with atomic_paths(order, force=force) as tmps:
