@@ -1,8 +1,7 @@
 """The README's command-line examples run as written, in order, from an empty directory.
 
-The ```bash blocks under the headings "## Command line" and "## From multi-echo GRE
-(BIDS) to χ" are taken from ``docs/readme/qsm_pipeline.md`` while that file exists (the
-section written for the README, not merged yet), otherwise from ``README.md``. Every
+The ```bash blocks under the :data:`HEADINGS` of ``README.md`` (a section ends at the
+next "## " heading). Every
 line that is not a comment is one ``mrirecon`` command (a trailing backslash continues
 it); they run in sequence, in process, in one empty temporary directory, so each
 example can only use files that the examples before it wrote.
@@ -25,13 +24,17 @@ import pytest
 from mrirecon.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADINGS = ("## Command line", "## From multi-echo GRE (BIDS) to χ")
+HEADINGS = (
+    "## Command line",
+    "## From multi-echo GRE (BIDS) to χ",
+    "## Parallel imaging: closed-form SENSE",
+    "### 4-D series (functional QSM)",
+)
 LONGEST_AXIS = 48
 
 
 def _source() -> Path:
-    draft = ROOT / "docs" / "readme" / "qsm_pipeline.md"
-    return draft if draft.exists() else ROOT / "README.md"
+    return ROOT / "README.md"
 
 
 def _section(text: str, heading: str) -> str:
@@ -81,7 +84,7 @@ def test_examples_run_in_order(tmp_path, monkeypatch, capsys):
     ran = []
     for heading, commands in _examples():
         for command in commands:
-            argv = _small(shlex.split(command)[1:])
+            argv = _small(shlex.split(command, comments=True)[1:])
             rc = main(argv)
             captured = capsys.readouterr()
             assert rc == 0, f"{heading}: {command!r} exited {rc}: {captured.err.strip()[-500:]}"
@@ -96,11 +99,16 @@ def test_examples_run_in_order(tmp_path, monkeypatch, capsys):
             out = Path(argv[argv.index("-o") + 1])
             meta = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
             assert "Method" in meta or "method" in json.dumps(meta).lower()
-            chi = load_nifti(out).data
+            chi = load_nifti(out, ndim=None).data  # 3-D, or a 4-D series
             assert np.isfinite(chi).all() and chi.any()
             for flag in ("--figure", "--lcurve-figure"):
                 if flag in argv:
                     assert Path(argv[argv.index(flag) + 1]).read_bytes()[:4] == b"\x89PNG"
+        elif argv[0] == "sense":
+            out = Path(argv[argv.index("-o") + 1])
+            img = load_nifti(out, ndim=None).data
+            assert np.isfinite(img).all() and img.any()
+            assert "Lambda" in json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
         elif argv[0] == "run":
             out = Path(argv[2])
             desc = json.loads((out / "dataset_description.json").read_text())
@@ -108,7 +116,7 @@ def test_examples_run_in_order(tmp_path, monkeypatch, capsys):
             chis = sorted(out.glob("sub-*/anat/*_Chimap.nii.gz"))
             assert chis, f"no χ map under {out}"
             for path in chis:
-                chi = load_nifti(path).data
+                chi = load_nifti(path, ndim=None).data
                 mask = load_nifti(Path(str(path).replace("_Chimap", "_desc-brain_mask"))).data > 0
                 assert np.isfinite(chi).all() and chi[mask].any() and not chi[~mask].any()
 
@@ -120,11 +128,11 @@ def test_every_example_reads_only_what_an_earlier_one_wrote(heading):
     written: list[str] = []
     for h, commands in _examples():
         for command in commands:
-            argv = shlex.split(command)[1:]
+            argv = shlex.split(command, comments=True)[1:]
             inputs = []
             if argv[0] == "qsm":
                 inputs = [argv[1], argv[argv.index("-m") + 1]] if "-m" in argv else [argv[1]]
-            elif argv[0] == "run":
+            elif argv[0] in ("run", "sense"):
                 inputs = [argv[1]]
             if h == heading:
                 for p in inputs:

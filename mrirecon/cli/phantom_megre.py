@@ -30,9 +30,14 @@ With --brain-mask the true brain mask is also written beside the echoes, where
 All files are written as one group (nothing appears unless everything was
 written); existing files are not overwritten without --force.
 
+With --volumes T each echo is a 4-D (x, y, z, T) series of the same head with
+its own noise per volume (functional-QSM style), which 'mrirecon run' processes
+as one series.
+
 example:
   mrirecon phantom megre -o bids/ --subjects 2 --shape 112 130 108
   mrirecon run bids/ out/
+  mrirecon phantom megre -o bids4d/ --volumes 4 --shape 75 87 72
 """
 
 
@@ -63,6 +68,13 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the first subject (default 0)")
     p.add_argument(
+        "--volumes",
+        type=int,
+        default=1,
+        metavar="T",
+        help="more than 1: each echo an (x, y, z, T) series of the same head, its own noise per volume",
+    )
+    p.add_argument(
         "--brain-mask", action="store_true", help="also write the true brain mask beside the echoes"
     )
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -82,6 +94,8 @@ def _check(args):
         raise InvalidParameterError(f"--b0-tesla must be positive, got {args.b0_tesla}")
     if not np.isfinite(args.snr) or args.snr <= 0:
         raise InvalidParameterError(f"--snr must be positive, got {args.snr}")
+    if not 1 <= args.volumes <= 1000:
+        raise InvalidParameterError(f"--volumes must be 1..1000, got {args.volumes}")
     if args.seed < 0:
         raise InvalidParameterError(f"--seed must be >= 0, got {args.seed}")
 
@@ -140,7 +154,12 @@ def run(args) -> int:
         )
         for k, sub in enumerate(progress(subjects, desc="phantom megre", unit="subject")):
             d = realistic_head(
-                tuple(args.shape), te_s=te, b0_tesla=args.b0_tesla, snr=args.snr, seed=args.seed + k
+                tuple(args.shape),
+                te_s=te,
+                b0_tesla=args.b0_tesla,
+                snr=args.snr,
+                seed=args.seed + k,
+                volumes=args.volumes,
             )
             affine = np.diag([*d.voxel_size_mm, 1.0])
             affine[:3, 3] = -np.asarray(d.voxel_size_mm) * (np.asarray(d.chi.shape) - 1) / 2

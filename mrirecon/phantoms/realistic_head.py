@@ -154,6 +154,7 @@ def realistic_head(
     snr=50.0,
     seed=0,
     shim_ppm=0.15,
+    volumes=1,
 ):
     """Simulate a realistic 3-D multi-echo GRE head with its truths.
 
@@ -173,6 +174,10 @@ def realistic_head(
         Anatomy (surface perturbations, gyri, warps, texture) and noise.
     shim_ppm : float
         Scale of the shim field (harmonic polynomials, ±shim_ppm at 100 mm).
+    volumes : int
+        More than 1: a time series of the same head, each volume with its own
+        noise (volume 0 is the ``volumes=1`` data); ``magnitude`` and ``phase``
+        are then (echo, x, y, z, t).
 
     Returns
     -------
@@ -205,6 +210,8 @@ def realistic_head(
         raise InvalidParameterError(f"te_s must be positive echo times in seconds, got {te_s!r}")
     if not np.isfinite(snr) or snr <= 0:
         raise InvalidParameterError(f"snr must be positive, got {snr!r}")
+    if int(volumes) < 1:
+        raise InvalidParameterError(f"volumes must be >= 1, got {volumes!r}")
     vox = tuple(float(f / n) for f, n in zip(FOV_MM, shape, strict=True))
     rng = np.random.default_rng(seed)
     x, y, z = _coords(shape, vox)
@@ -315,18 +322,24 @@ def realistic_head(
     hz_per_ppm = GAMMA_BAR_MHZ_PER_T * b0_tesla
     grads = np.gradient(total, *vox)  # ppm/mm
     sigma = float(m0[mask].mean()) / snr
+    rngs = [rng] + [np.random.default_rng((seed, v)) for v in range(1, int(volumes))]
     mags, phases = [], []
     for t in te:
         s = m0 * np.exp(-np.float32(t) * r2)
         for g, d in zip(grads, vox, strict=True):
             s *= np.abs(np.sinc(np.float32(hz_per_ppm * t * d) * g))
-        sig = s * np.exp(1j * (phi0 + np.float32(2 * np.pi * t * hz_per_ppm) * total)).astype(np.complex64)
-        sig += np.float32(sigma) * (
-            rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(shape, dtype=np.float32)
-        )
-        mags.append(np.abs(sig).astype(np.float32))
-        phases.append(np.angle(sig).astype(np.float32))
-        del sig, s
+        clean = s * np.exp(1j * (phi0 + np.float32(2 * np.pi * t * hz_per_ppm) * total)).astype(np.complex64)
+        m_t, p_t = [], []
+        for r in rngs:  # one noise draw per volume
+            sig = clean + np.float32(sigma) * (
+                r.standard_normal(shape, dtype=np.float32) + 1j * r.standard_normal(shape, dtype=np.float32)
+            )
+            m_t.append(np.abs(sig).astype(np.float32))
+            p_t.append(np.angle(sig).astype(np.float32))
+            del sig
+        mags.append(m_t[0] if len(rngs) == 1 else np.stack(m_t, axis=-1))
+        phases.append(p_t[0] if len(rngs) == 1 else np.stack(p_t, axis=-1))
+        del clean, s, m_t, p_t
     bdir = np.asarray(b0_dir, float)
     return RealisticHead(
         magnitude=np.stack(mags),
