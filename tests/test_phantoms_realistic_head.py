@@ -43,3 +43,18 @@ def test_seeds_give_different_anatomy():
     a = realistic_head((32, 37, 31), seed=1)
     b = realistic_head((32, 37, 31), seed=2)
     assert (a.mask != b.mask).mean() > 0.005
+
+
+def test_volumes_are_the_same_head_with_their_own_noise():
+    one = realistic_head((24, 28, 24), seed=4)
+    series = realistic_head((24, 28, 24), seed=4, volumes=3)
+    assert series.magnitude.shape == (*one.magnitude.shape, 3)
+    np.testing.assert_array_equal(series.magnitude[..., 0], one.magnitude)
+    np.testing.assert_array_equal(series.phase[..., 0], one.phase)
+    np.testing.assert_array_equal(series.chi, one.chi)
+    # the other volumes: the same signal, other noise (differences of the size of the noise)
+    d = series.magnitude[..., 1] - series.magnitude[..., 0]
+    inside = one.mask
+    assert 0 < np.std(d[:, inside]) < 0.2 * np.mean(one.magnitude[0][inside])
+    with pytest.raises(ValueError, match="volumes"):
+        realistic_head((24, 28, 24), volumes=0)
