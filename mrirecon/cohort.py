@@ -599,7 +599,18 @@ def _run_dask(todo, out_dir, parameters, force, command, workers, scheduler, das
                 "MKL_NUM_THREADS": "1",
                 "MRIRECON_PROGRESS": "off",
             }
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which hands freed
+            # memory back to the system at once: every large array of the next step then
+            # page-faults in anew (measured: a 192³ series 8.5 s in a worker against 5.7 s
+            # without it, 5.4 s in process). One series at a time per worker needs no trimming.
+            pre_spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+            pre_spawn.pop("MALLOC_TRIM_THRESHOLD_", None)
+            with dask.config.set(
+                {
+                    "distributed.scheduler.allowed-failures": 0,
+                    "distributed.nanny.pre-spawn-environ": pre_spawn,
+                }
+            ):
                 cluster = LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
