@@ -135,8 +135,11 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
         raise InputFileError(
             f"{series.anat_dir}/{series.stem}: echoes {numbers} are not numbered 1..{len(numbers)}"
         )
-    vols_m = [load_nifti(p, ndim=None) for p in series.magnitude]
-    vols_p = [load_nifti(p, ndim=None) for p in series.phase]
+    vols_m = [load_nifti(p, ndim=None, volumes=volumes) for p in series.magnitude]
+    vols_p = [load_nifti(p, ndim=None, volumes=volumes) for p in series.phase]
+    for v in vols_m + vols_p:  # (x, y, z, 1) is one volume
+        if volumes is None and v.data.ndim == 4 and v.data.shape[3] == 1:
+            v.data = v.data[..., 0]
     ref = vols_m[0]
     if ref.data.ndim not in (3, 4):
         raise InputFileError(
@@ -149,13 +152,8 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
             raise InputFileError(
                 f"{v.path} has shape {v.data.shape} but {ref.path.name} has {ref.data.shape}"
             )
-    n_volumes = int(ref.data.shape[3]) if ref.data.ndim == 4 else None
-    if volumes is not None:
-        t0, t1 = volumes
-        if n_volumes is None or not 0 <= t0 < t1 <= n_volumes:
-            raise InvalidParameterError(f"{ref.path}: volumes {volumes} not in a series of {n_volumes}")
-        for v in vols_m + vols_p:
-            v.data = np.ascontiguousarray(v.data[..., t0:t1])
+    # the series' length (only the volumes asked for were read)
+    n_volumes = int(ref.header.get_data_shape()[3]) if ref.data.ndim == 4 else None
     te, b0s, units = [], [], []
     for pm, pp in zip(series.magnitude, series.phase, strict=True):
         meta_m, meta_p = _read_json(_sidecar(pm)), _read_json(_sidecar(pp))

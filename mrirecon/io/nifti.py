@@ -53,7 +53,7 @@ def _is_nifti_name(path: Path) -> bool:
     return str(path).lower().endswith(_NIFTI_SUFFIXES)
 
 
-def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32) -> Volume:
+def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32, volumes=None) -> Volume:
     """Load a NIfTI-1/2 volume.
 
     Parameters
@@ -65,6 +65,10 @@ def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32) -> Volume:
     dtype : dtype
         Data type of ``data`` (float32 by default). ``None``: float64 for
         integer or scaled data, the file's own type for unscaled floats.
+    volumes : (t0, t1), optional
+        Of a 4-D file, read only volumes t0..t1-1 (time is the last, slowest
+        axis in the file: the rest of it is not converted, and a ``.nii`` is
+        not read past t1).
 
     Raises
     ------
@@ -86,14 +90,22 @@ def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32) -> Volume:
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputFileError(f"{path}: not a NIfTI image")
-        data = np.asanyarray(img.dataobj)
-    except InputFileError:
+        if volumes is None:
+            data = np.asanyarray(img.dataobj)
+        else:
+            t0, t1 = (int(v) for v in volumes)
+            if len(img.shape) != 4 or not 0 <= t0 < t1 <= img.shape[3]:
+                raise ShapeMismatchError(f"{path}: no volumes {t0}..{t1 - 1} in shape {tuple(img.shape)}")
+            data = np.asarray(img.dataobj[..., t0:t1])  # scaled by nibabel's proxy
+            if data.dtype.kind not in "fc":
+                data = data.astype(np.float64 if dtype in (None, np.float64) else np.float32)
+    except (InputFileError, ShapeMismatchError):
         raise
     except Exception as exc:
         raise InputFileError(f"{path}: cannot be read as NIfTI ({type(exc).__name__}: {exc})") from None
     if data.dtype.kind == "c" and (dtype is None or np.dtype(dtype).kind != "c"):
         raise InputFileError(f"{path}: holds complex values; expected a real-valued volume")
-    if img.header.get_slope_inter() != (None, None) or data.dtype.kind not in "fc":
+    if volumes is None and (img.header.get_slope_inter() != (None, None) or data.dtype.kind not in "fc"):
         data = np.asarray(img.get_fdata(dtype=np.float64 if dtype in (None, np.float64) else np.float32))
     if ndim is not None:
         while data.ndim > ndim and data.shape[-1] == 1:
