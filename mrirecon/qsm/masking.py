@@ -375,24 +375,39 @@ def r2star_map(magnitude, te_s):
         raise ShapeMismatchError(
             f"magnitude must be (echo, x, y, z) with one TE per echo, got {m.shape}, {te.size} TEs"
         )
-    tiny = np.float32(1e-12)
     top = float(m.max()) or 1.0
-    s_w = xp.zeros(m.shape[1:], np.float32)
+    tt = [np.float32((t - float(te.mean())) * 1e3) for t in te]  # ms, centred
+    if xp is not np:
+        return _r2star_core([m[n] for n in range(m.shape[0])], tt, top, xp)
+    # blocks of a few planes, threads taking runs of them: the echo sums stay in cache
+    from .._parallel import fused
+
+    out = np.empty(m.shape[1:], np.float32)
+
+    def block(o_b, m_b):
+        o_b[...] = _r2star_core([m_b[:, n] for n in range(m_b.shape[1])], tt, top, np)
+
+    fused(block, out, np.moveaxis(m, 0, 1))
+    return out
+
+
+def _r2star_core(planes, tt, top, xp):
+    """:func:`r2star_map` on echo planes of one block or volume."""
+    tiny = np.float32(1e-12)
+    s_w = xp.zeros(planes[0].shape, np.float32)
     s_t = xp.zeros_like(s_w)
     s_tt = xp.zeros_like(s_w)
     s_l = xp.zeros_like(s_w)
     s_tl = xp.zeros_like(s_w)
-    t0 = float(te.mean())
-    for n, t in enumerate(te):
-        mn = m[n] / np.float32(top)
+    for mp, t in zip(planes, tt, strict=True):
+        mn = mp / np.float32(top)
         w = mn * mn
         lg = xp.log(xp.maximum(mn, tiny))
-        tt = np.float32((t - t0) * 1e3)  # ms, centred
         s_w += w
-        s_t += w * tt
-        s_tt += w * tt * tt
+        s_t += w * t
+        s_tt += w * t * t
         s_l += w * lg
-        s_tl += w * tt * lg
+        s_tl += w * t * lg
     det = s_w * s_tt - s_t * s_t
     ok = det > np.float32(1e-12) * xp.maximum(s_w * s_w, tiny)
     slope = xp.where(ok, (s_w * s_tl - s_t * s_l) / xp.where(ok, det, 1), 0)  # 1/ms

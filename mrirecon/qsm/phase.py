@@ -71,8 +71,13 @@ def _wrap(out):
     two_pi = out.dtype.type(2 * np.pi)
     xp = get_array_module(out)
     if xp is np:
-        out[out >= pi] -= two_pi
-        out[out < -pi] += two_pi
+        from .._parallel import fused
+
+        def block(b):  # in place, block by block: no boolean-mask gathers and scatters
+            np.subtract(b, two_pi, out=b, where=b >= pi)
+            np.add(b, two_pi, out=b, where=b < -pi)
+
+        fused(block, out)
         return out
     # the same values without boolean-mask indexing (which synchronises the device)
     out = xp.where(out >= pi, out - two_pi, out)
@@ -421,25 +426,71 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
             raise ShapeMismatchError(f"mask shape {mask.shape} does not match the spatial shape {spatial}")
         mask = mask.astype(bool, copy=False)
 
-    def weight(n):
-        if magnitude is None:
-            return None
-        w = mag[n].astype(dtype, copy=True)
-        w *= inv_top  # magnitude scaled to ≤ 1: weights cannot overflow
-        w *= w
-        return w
-
     # times relative to their mean and in units of their range: O(1) numbers in float32
     t0 = float(te.mean())
     span = float(te.max() - te.min())
     # (Python floats holding values of the working precision: weak scalars keep the
     # arrays' dtype on NumPy and CuPy, on either side of an operator)
     tn = [float(dtype.type((t - t0) / span)) for t in te]
+    inv = inv_top if magnitude is not None else None
+    scale = (dtype.type(1.0 / (2.0 * np.pi * span)), dtype.type(t0 / span))
+    mag_ = mag if magnitude is not None else None
+    if xp is np:
+        # blocks of a few planes, threads taking runs of them: every pass over the echoes
+        # stays in cache, no volume-sized temporaries (_parallel.fused)
+        from .._parallel import fused
+
+        field_hz = np.empty(spatial, dtype)
+        offset = np.empty(spatial, dtype)
+        residual = np.empty(spatial, dtype)
+        pt = np.moveaxis(p, 0, 1)  # (x, echo, y, z) views: blocks along x
+        mt = np.moveaxis(mag_, 0, 1) if mag_ is not None else np.zeros((1,), dtype)
+        mk = mask if mask is not None else np.ones((1,), bool)
+
+        def block(f_b, o_b, r_b, p_b, m_b, k_b):
+            f, o, r = _fit_core(
+                [p_b[:, n] for n in range(p_b.shape[1])],
+                None if mag_ is None else [m_b[:, n] for n in range(m_b.shape[1])],
+                None if mask is None else k_b,
+                tn,
+                inv,
+                dtype,
+                np,
+                scale,
+            )
+            f_b[...], o_b[...], r_b[...] = f, o, r
+
+        fused(block, field_hz, offset, residual, pt, mt, mk)
+    else:
+        field_hz, offset, residual = _fit_core(
+            [p[n] for n in range(p.shape[0])],
+            None if mag_ is None else [mag_[n] for n in range(mag_.shape[0])],
+            mask,
+            tn,
+            inv,
+            dtype,
+            xp,
+            scale,
+        )
+    return EchoFit(field_hz=field_hz, offset_rad=offset, residual_rad=residual)
+
+
+def _fit_core(phs, mags, mask, tn, inv_top, dtype, xp, scale):
+    """The three passes of :func:`fit_echoes` over echo planes ``phs`` (and ``mags``) of one block or volume."""
+    shape = phs[0].shape
+
+    def weight(n):
+        if mags is None:
+            return None
+        w = mags[n].astype(dtype, copy=True)
+        w *= inv_top  # magnitude scaled to ≤ 1: weights cannot overflow
+        w *= w
+        return w
 
     # pass 1: total weight and weighted mean time
-    s_w = xp.zeros(spatial, dtype=dtype)
-    s_t = xp.zeros(spatial, dtype=dtype)
-    for n in range(p.shape[0]):
+    s_w = xp.zeros(shape, dtype=dtype)
+    s_t = xp.zeros(shape, dtype=dtype)
+    for n in range(len(phs)):
         w = weight(n)
         if w is None:
             s_w += dtype.type(1)
@@ -455,12 +506,12 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     del s_t
 
     # pass 2: weighted centred sums
-    s_tt = xp.zeros(spatial, dtype=dtype)
-    s_tp = xp.zeros(spatial, dtype=dtype)
-    s_p = xp.zeros(spatial, dtype=dtype)
-    for n in range(p.shape[0]):
+    s_tt = xp.zeros(shape, dtype=dtype)
+    s_tp = xp.zeros(shape, dtype=dtype)
+    s_p = xp.zeros(shape, dtype=dtype)
+    for n in range(len(phs)):
         w = weight(n)
-        phi = p[n].astype(dtype, copy=False)
+        phi = phs[n].astype(dtype, copy=False)
         dt = tn[n] - t_bar
         if w is not None:
             wdt = w * dt
@@ -481,10 +532,10 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     offset_c = mean_p - slope * t_bar  # phase at the mean TE (tn = 0)
 
     # pass 3: weighted RMS residual
-    s_r = xp.zeros(spatial, dtype=dtype)
-    for n in range(p.shape[0]):
+    s_r = xp.zeros(shape, dtype=dtype)
+    for n in range(len(phs)):
         w = weight(n)
-        r = p[n].astype(dtype, copy=True)
+        r = phs[n].astype(dtype, copy=True)
         r -= offset_c
         r -= slope * tn[n]
         r *= r
@@ -495,10 +546,10 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     residual = xp.sqrt(s_r / safe_w)
     residual = xp.where(good_w, residual, 0).astype(dtype, copy=False)
 
-    field_hz = slope * dtype.type(1.0 / (2.0 * np.pi * span))
-    offset = offset_c - slope * dtype.type(t0 / span)  # phase at TE = 0
+    field_hz = slope * scale[0]
+    offset = offset_c - slope * scale[1]  # phase at TE = 0
     offset = xp.where(good_w, offset, 0).astype(dtype, copy=False)
-    return EchoFit(field_hz=field_hz, offset_rad=offset, residual_rad=residual)
+    return field_hz, offset, residual
 
 
 def field_hz_to_ppm(field_hz, *, b0_tesla):
@@ -552,6 +603,24 @@ def unwrap_echoes(phase, *, voxel_size_mm=(1.0, 1.0, 1.0), temporal=True):
     return out
 
 
+def _slope_variance_ratio(mags, te, xp):
+    """``Σw / Σ w (TE − t̄)²`` with ``w = magnitude²``, over echo planes of a block or volume."""
+    ws = [m * m for m in mags]
+    sw = ws[0].copy()
+    st = ws[0] * te[0]
+    for w, t in zip(ws[1:], te[1:], strict=True):
+        sw += w
+        st += w * t
+    tb = st / xp.maximum(sw, np.float32(1e-30))
+    stt = xp.zeros_like(sw)
+    for w, t in zip(ws, te, strict=True):
+        d = t - tb
+        d *= d
+        d *= w
+        stt += d
+    return sw / xp.maximum(stt, np.float32(1e-30))
+
+
 def field_noise_ppm(fit, te_s, *, b0_tesla, magnitude=None):
     """Per-voxel standard deviation of the fitted field (ppm) from the echo fit's residual.
 
@@ -589,11 +658,18 @@ def field_noise_ppm(fit, te_s, *, b0_tesla, magnitude=None):
         ratio = s_w / s_tt
     else:
         mag = xp.asarray(magnitude, dtype=np.float32)
-        w = mag * mag
-        sw = w.sum(axis=0)
-        tb = (w * xp.asarray(te, dtype=np.float32)[:, None, None, None]).sum(axis=0) / xp.maximum(sw, 1e-30)
-        stt = sum(w[i] * (np.float32(te[i]) - tb) ** 2 for i in range(n))
-        ratio = sw / xp.maximum(stt, 1e-30)
+        te32 = [np.float32(t) for t in te]
+        if xp is np:  # block by block (echo sums in cache, no echo-sized temporaries)
+            from .._parallel import fused
+
+            ratio = np.empty(mag.shape[1:], np.float32)
+
+            def block(o_b, m_b):
+                o_b[...] = _slope_variance_ratio([m_b[:, i] for i in range(n)], te32, np)
+
+            fused(block, ratio, np.moveaxis(mag, 0, 1))
+        else:
+            ratio = _slope_variance_ratio([mag[i] for i in range(n)], te32, xp)
     sigma = r * np.float32(np.sqrt(n / (n - 2.0)))
     sd_hz = sigma * xp.sqrt(ratio).astype(np.float32) / np.float32(2 * np.pi)
     return field_to_ppm(sd_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)
