@@ -26,7 +26,7 @@ beside them if there is one, and, for each series:
   (Hz -> ppm, with the fit's noise per voxel), background removal
   (--background, default resharp; the rim it erodes is filled unless
   --no-fill-rim), dipole inversion (--method l2|tkd|cg-l2|tv; --lam auto by
-  the discrepancy principle on the echo fit's noise, or --lam-criterion).
+  GCV, or --lam-criterion discrepancy|corner).
 The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS
 derivatives dataset: dataset_description.json, *_Chimap.nii.gz (ppm),
 *_desc-brain_mask.nii.gz, *_desc-local_fieldmap.nii.gz (ppm), a provenance
@@ -85,8 +85,9 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--lam-criterion",
         choices=LAM_CRITERIA,
-        default="discrepancy",
-        help="how --lam auto is chosen: discrepancy (the echo fit's noise; default), gcv or corner",
+        default="gcv",
+        help="how --lam auto is chosen: gcv (default), discrepancy (the echo fit's noise; GCV where it "
+        "finds no crossing) or corner",
     )
     p.add_argument(
         "--no-fill-rim",

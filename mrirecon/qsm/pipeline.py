@@ -155,7 +155,7 @@ def pipeline(
     method_options=None,
     step_callback=None,
     mask_method="echoes",
-    lam_criterion="discrepancy",
+    lam_criterion="gcv",
     fill_rim=True,
     fast_grid=True,
 ):
@@ -197,10 +197,14 @@ def pipeline(
         Without ``mask``: :func:`mrirecon.qsm.masking.mask_from_echoes` (magnitude,
         multi-echo phase coherence and R2*, then morphology; no scalp) or the
         older :func:`mrirecon.qsm.masking.mask_from_magnitude` (keeps the scalp).
-    lam_criterion : ``"discrepancy"`` (default), ``"gcv"`` or ``"corner"``
-        With ``lam="auto"``: the discrepancy principle with the echo fit's noise
-        (:func:`mrirecon.qsm.lcurve.discrepancy_lam`), or GCV / the L-curve
-        corner of the whole grid (:func:`mrirecon.qsm.lcurve`).
+    lam_criterion : ``"gcv"`` (default), ``"discrepancy"`` or ``"corner"``
+        With ``lam="auto"``: GCV or the L-curve corner of the whole grid
+        (:func:`mrirecon.qsm.lcurve`), or the discrepancy principle with the
+        echo fit's noise (:func:`mrirecon.qsm.lcurve.discrepancy_lam`; GCV
+        where it finds no crossing). GCV is the default because the
+        discrepancy principle found no crossing on the realistic head (the
+        local field's error there is residual background, not the echo
+        noise) and crossed far from the optimum on the ellipsoid phantom.
     fill_rim : bool
         For the eroding background removals (SHARP, V-SHARP, RESHARP): extend
         the local field into the eroded rim (:func:`mrirecon.qsm.background.fill_rim`)
