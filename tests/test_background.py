@@ -448,6 +448,33 @@ def test_fill_rim_keeps_eroded_values_and_leaves_no_zero():
     assert np.all(np.abs(out[mask]) > 0.5) and np.all(out[~mask] == 0)
 
 
+def test_fill_rim_far_voxels_take_the_nearest_eroded_value():
+    # a thin arm reaching 12 voxels away from the eroded core: past the Gaussian's reach, so its
+    # voxels take the value of the nearest eroded voxel; checked against scipy's feature transform
+    from scipy import ndimage as ndi
+
+    from mrirecon.qsm.background import fill_rim
+
+    shape, vox = (40, 30, 24), (1.0, 1.5, 2.0)
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    core = ((x - 12) ** 2 + ((y - 15) * 1.5) ** 2 + ((z - 12) * 2) ** 2) <= 8**2
+    arm = (x >= 12) & (x <= 36) & (np.abs(y - 15) <= 1) & (np.abs(z - 12) <= 1)
+    mask = core | arm
+    rng = np.random.default_rng(3)
+    local = np.where(core, rng.standard_normal(shape), 0).astype(np.float32)
+    out = fill_rim(local, core, mask, voxel_size_mm=vox, sigma_mm=1.0)
+    dist, idx = ndi.distance_transform_edt(~core, sampling=vox, return_indices=True)
+    far = arm & ~core & (x >= 30)
+    got = out[far]
+    # the value of a voxel at the same (nearest) distance: ties may pick another voxel of equal distance
+    vals = local[tuple(idx)][far]
+    ties = np.isclose(got, vals)
+    assert ties.mean() > 0.9
+    for p in np.argwhere(far & ~np.isclose(out, local[tuple(idx)])):
+        d = np.sqrt((((np.argwhere(core) - p) * vox) ** 2).sum(axis=1))
+        assert np.isclose(d[np.isclose(local[core], out[tuple(p)])].min(), dist[tuple(p)])
+
+
 def test_resharp_default_radius_follows_coarse_voxels():
     # 4 mm at 1-2 mm voxels; on a 5 mm grid (a smoke-test size) the default is one voxel, not an error
     from mrirecon.qsm.background import default_resharp_radius_mm, resharp

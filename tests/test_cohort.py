@@ -192,11 +192,16 @@ _SLOW_WRITER = textwrap.dedent(
     """
     import sys, time
     import nibabel as nib
-    real_save = nib.save
+    real_save, real_stream = nib.save, nib.Nifti1Image.to_stream
     def slow_save(img, path):
         real_save(img, path)
         time.sleep(30)
+    def slow_stream(img, f, **kw):  # .nii.gz goes through ISA-L's stream
+        real_stream(img, f, **kw)
+        f.flush()
+        time.sleep(30)
     nib.save = slow_save
+    nib.Nifti1Image.to_stream = slow_stream
     from mrirecon.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -251,14 +251,20 @@ def test_atomic_path_success_replaces(tmp_path):
     assert files_in(tmp_path) == ["a.json"]
 
 
-def test_save_failed_write_leaves_no_output(tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_save_failed_write_leaves_no_output(tmp_path, monkeypatch, suffix):
     def bad_save(img, filename):
         with open(filename, "wb") as fh:
             fh.write(b"half a file")
         raise OSError("disk full")
 
+    def bad_stream(img, f, **kw):  # the ISA-L path of .nii.gz
+        f.write(b"half a file")
+        raise OSError("disk full")
+
     monkeypatch.setattr(nib, "save", bad_save)
-    path = tmp_path / "out.nii.gz"
+    monkeypatch.setattr(nib.Nifti1Image, "to_stream", bad_stream)
+    path = tmp_path / f"out{suffix}"
     with pytest.raises(OSError, match="disk full"):
         io.save_nifti(path, np.ones((3, 3, 3)), np.eye(4))
     assert files_in(tmp_path) == []
@@ -458,3 +464,43 @@ def test_load_nifti_reads_a_run_of_volumes(tmp_path):
         np.testing.assert_allclose(part, 0.5 * data[..., 2:5] + 3.0)
         with pytest.raises(ShapeMismatchError, match="no volumes"):
             load_nifti(tmp_path / name, ndim=None, volumes=(6, 9))
+
+
+# ------------------------------------------------------- gzip through ISA-L, against nibabel's zlib
+
+
+@pytest.mark.parametrize("klass", [nib.Nifti1Image, nib.Nifti2Image])
+def test_gz_written_by_nibabel_reads_the_same(tmp_path, klass):
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((7, 6, 5)).astype(np.float32)
+    path = tmp_path / "ref.nii.gz"
+    nib.save(klass(data, np.diag([1.5, 1.5, 2.0, 1.0])), str(path))  # nibabel's own zlib writer
+    vol = io.load_nifti(path)
+    np.testing.assert_array_equal(vol.data, data)
+    np.testing.assert_allclose(vol.affine, np.diag([1.5, 1.5, 2.0, 1.0]))
+
+
+def test_gz_written_by_save_nifti_is_plain_gzip(tmp_path):
+    import gzip
+
+    data = np.random.default_rng(2).standard_normal((8, 7, 6)).astype(np.float32)
+    path = io.save_nifti(tmp_path / "out.nii.gz", data, np.eye(4))
+    raw = gzip.decompress(path.read_bytes())  # the standard library's gzip reads it
+    img = nib.Nifti1Image.from_bytes(raw)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(path)).dataobj), data)
+    assert path.read_bytes()[4:8] == b"\0\0\0\0"  # mtime 0: the same data give the same file
+
+
+def test_truncated_gz_is_an_input_error(tmp_path):
+    path = io.save_nifti(tmp_path / "out.nii.gz", np.ones((9, 9, 9)), np.eye(4))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(InputFileError, match="cut.nii.gz"):
+        io.load_nifti(cut)
+    bad = tmp_path / "bad.nii.gz"
+    import gzip
+
+    bad.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
+    with pytest.raises(InputFileError, match="bad.nii.gz"):
+        io.load_nifti(bad)

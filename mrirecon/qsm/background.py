@@ -146,14 +146,39 @@ def smv_kernel(shape, *, voxel_size_mm=(1.0, 1.0, 1.0), radius_mm, dtype=np.floa
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _smv(shape, vox, radius, dtype, xpname):
-    from .. import fft
+    return _freeze(_to_xp(_smv_spectrum(shape, vox, radius, dtype), xpname))
 
+
+def _smv_spectrum(shape, vox, radius, dtype=np.float64):
+    """``rfftn`` of the normalised ball, by sums of cosines over its offsets (float64).
+
+    The ball is symmetric under the sign flip of each axis on its own, so its
+    transform is ``Σ_(a,b,c) cos(2π a kx/nx) cos(2π b ky/ny) cos(2π c kz/nz) / count``:
+    contracted one axis at a time (the last two on small arrays, the first in
+    one pass per distinct |a|, accumulated in ``dtype``), exact to rounding,
+    and without the full-grid float64 FFT (0.3 s at 1 mm) that a first run
+    would otherwise pay for each radius and grid.
+    """
     idx, ball = _ball_offsets(vox, radius)
-    img = np.zeros(shape, dtype=np.float64)
-    img[np.ix_(*(i % n for i, n in zip(idx, shape, strict=True)))] = ball / np.count_nonzero(ball)
-    with fft.planning("FFTW_ESTIMATE"):  # a one-off transform: measuring a plan costs more
-        s = rfftn(img).real.astype(dtype)
-    return _freeze(_to_xp(s, xpname))
+    nx, ny, nz = shape
+    kx, ky, kz = np.arange(nx), np.arange(ny), np.arange(nz // 2 + 1)
+    cx, cy, cz = (
+        np.cos(2 * np.pi * np.outer(i, k) / n) for i, k, n in zip(idx, (kx, ky, kz), shape, strict=True)
+    )
+    w = ball.astype(np.float64) / np.count_nonzero(ball)
+    t = np.einsum("abc,ck->abk", w, cz)  # (a, b, kz)
+    t = np.einsum("abk,bj->ajk", t, cy)  # (a, ky, kz): small
+    out = np.empty((nx, ny, nz // 2 + 1), dtype=dtype)
+    a = idx[0]
+    for m in range(int(a.max()) + 1):  # cos is even in a: ±m share a row
+        rows = np.flatnonzero(np.abs(a) == m)
+        plane = t[rows].sum(axis=0).astype(dtype)[None]
+        col = cx[rows[0]].astype(dtype)[:, None, None]
+        if m == 0:
+            np.multiply(col, plane, out=out)
+        else:
+            out += col * plane
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -822,7 +847,6 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     ndarray, zero outside ``mask``.
     """
     from .._xp import ndimage
-    from ..kspace import frequency_grid
 
     xp = get_array_module(local_field)
     vox = normalize_voxel_size(voxel_size_mm, 3)
@@ -830,9 +854,7 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     eroded = on_module(xp, eroded, "eroded").astype(bool)
     mask = on_module(xp, mask, "mask").astype(bool)
     dtype = local_field.dtype
-    k = frequency_grid(shape, voxel_size_mm=vox, half=True)
-    g = np.exp(-2.0 * np.pi**2 * sigma_mm**2 * sum(f * f for f in k)).astype(dtype.name)
-    g = _to_xp(g, xp_name(xp))
+    g = _to_xp(_gaussian_spectrum(shape, vox, float(sigma_mm), dtype.name), xp_name(xp))
     e = eroded.astype(dtype)
     num = real_filter(local_field * e, g)
     den = real_filter(e, g)
@@ -842,7 +864,35 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     out = xp.where(rim & ok, num / xp.where(ok, den, 1), out)
     far = rim & ~ok
     if bool(far.any()):
-        _, idx = ndimage(xp).distance_transform_edt(~eroded, sampling=vox, return_indices=True)
-        near = local_field[tuple(idx)]
-        out = xp.where(far, near, out)
+        if xp is np:
+            out[far] = local_field[_nearest_of(eroded, far, vox)]
+        else:
+            _, idx = ndimage(xp).distance_transform_edt(~eroded, sampling=vox, return_indices=True)
+            out = xp.where(far, local_field[tuple(idx)], out)
     return (out * mask).astype(dtype)
+
+
+def _gaussian_spectrum(shape, vox, sigma_mm, dtype):
+    """Half spectrum of the Gaussian of SD ``sigma_mm``: the outer product of its three 1-D factors."""
+    from ..kspace import frequency_grid
+
+    k = frequency_grid(shape, voxel_size_mm=vox, half=True)
+    fx, fy, fz = (np.exp(-2.0 * np.pi**2 * sigma_mm**2 * f * f).astype(dtype) for f in k)
+    return fx * fy * fz
+
+
+def _nearest_of(region, points, vox):
+    """Index tuple of the voxel of ``region`` nearest (in mm) to each voxel of ``points`` (NumPy).
+
+    The nearest voxel of a region to a point outside it lies on the region's
+    surface, so a k-d tree of the surface voxels answers what a full-grid
+    Euclidean feature transform would (0.9 s at 1 mm) in a few tens of ms.
+    """
+    from scipy import ndimage as ndi
+    from scipy.spatial import cKDTree
+
+    surface = region & ~ndi.binary_erosion(region)
+    src = np.argwhere(surface)
+    tree = cKDTree(src * np.asarray(vox))
+    _, j = tree.query(np.argwhere(points) * np.asarray(vox))
+    return tuple(src[j].T)
