@@ -17,6 +17,18 @@ def test_bench_pipeline_tiny(tmp_path):
         # the sweep is discrete (13 λ over 3 decades), so an automatic λ between two of its points
         # can beat its best by a little: measured 87.99 % (auto) against 88.20 % (sweep) here
         assert 0 < r["chi_nrmse"] < 300 and r["best_chi_nrmse"] <= r["chi_nrmse"] + 1.0
+    # the command-line run was timed on the same head written as BIDS, and wrote the pipeline's χ
+    assert doc["run_cold_s"] > 0 and doc["run_warm_s"] > 0
+    assert (
+        abs(
+            doc["run_chi_nrmse"]
+            - next(
+                r["chi_nrmse"] for r in doc["rows"] if r["mask"] == "echoes" and r["background"] == "resharp"
+            )
+        )
+        < 0.5
+    )
+    assert doc["ceiling_nrmse"] >= doc["oracle_nrmse"] - 1.0  # the ceiling cannot beat the oracle by much
     saved = json.loads((tmp_path / "pipeline_results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(doc["rows"]))
     assert "| echoes | resharp" in (tmp_path / "pipeline_results.md").read_text()

@@ -291,3 +291,45 @@ def test_bids_echo_time_mismatch_names_both_files(tmp_path):
     with pytest.raises(InputFileError, match="EchoTime disagrees") as exc:
         bids.load_series(series)
     assert "part-mag" in str(exc.value) and "part-phase" in str(exc.value)
+
+
+def test_supplied_mask_reaching_into_bone_is_trimmed_to_reliable_phase():
+    # a supplied brain mask two voxels too generous (into CSF, skull and scalp, as an atlas or a
+    # hand-drawn mask may be) feeds noise phase to the background removal as boundary data; the
+    # pipeline removes the background on the mask less the unreliable voxels and fills them
+    from scipy import ndimage as ndi
+
+    from mrirecon.phantoms.realistic_head import realistic_head
+    from mrirecon.qsm import masking
+
+    d = realistic_head((64, 75, 62), seed=0)
+    kw = {"b0_tesla": d.b0_tesla, "voxel_size_mm": d.voxel_size_mm, "b0_dir": d.b0_dir}
+    big = ndi.binary_dilation(d.mask, iterations=2)
+    unreliable = int((big & ~masking.reliable_phase(d.magnitude, d.phase, d.te_s)).sum())
+    assert unreliable > 0.1 * big.sum()
+    err = {}
+    for b in ("lbv", "resharp"):
+        for trust in (False, True):
+            r = qsm.pipeline(d.magnitude, d.phase, d.te_s, mask=big, background=b, trust_phase=trust, **kw)
+            np.testing.assert_array_equal(r.mask, big)  # χ covers the whole given mask either way
+            err[b, trust] = nrmse(r.chi, d.chi, mask=d.mask)
+            region = r.params["BackgroundRemoval"]["region"]
+            assert region == (
+                f"the given mask less {unreliable} voxels of unreliable phase (magnitude, echo coherence, R2*)"
+                if trust
+                else "the brain mask"
+            )
+    # measured: LBV 627 -> 98 %, RESHARP 174 -> 114 %
+    assert err["lbv", True] < 0.3 * err["lbv", False]
+    assert err["resharp", True] < 0.8 * err["resharp", False]
+
+
+def test_run_no_trust_phase_uses_the_given_mask_whole(dataset, tmp_path):
+    out = tmp_path / "deriv"
+    args = ["run", str(dataset), str(out), "--include", "sub-01"]
+    assert main([*args, "--no-trust-phase"]) == 0
+    meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
+    assert meta["BackgroundRemoval"]["region"] == "the brain mask"
+    assert main([*args, "--force"]) == 0
+    meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
+    assert meta["BackgroundRemoval"]["region"].startswith("the given mask less ")

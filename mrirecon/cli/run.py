@@ -96,6 +96,14 @@ def add_arguments(p) -> None:
         help="leave the rim that SHARP-type background removal erodes as zeros (default: filled)",
     )
     p.add_argument(
+        "--no-trust-phase",
+        dest="trust_phase",
+        action="store_false",
+        help="with a brain mask beside the echoes: remove the background on all of it (default: on the "
+        "mask less its voxels of unreliable phase -- no signal, incoherent echoes, R2* of bone -- which "
+        "are then filled like an eroded rim)",
+    )
+    p.add_argument(
         "--lam",
         type=parse_lam,
         default="auto",
@@ -168,6 +176,7 @@ def run(args) -> int:
             "mask_method": args.mask_method,
             "lam_criterion": args.lam_criterion,
             "fill_rim": args.fill_rim,
+            "trust_phase": args.trust_phase,
         },
     }
     command = " ".join(["mrirecon", *args._argv])

@@ -411,6 +411,48 @@ def _r2star_core(planes, tt, top, xp):
     return (-1e3 * slope).astype(np.float32)
 
 
+def _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s):
+    """Voxels whose magnitude, multi-echo phase coherence and R2* look like tissue (step 1 below)."""
+    ndi = ndimage(get_array_module(m))
+    rss = _combine_echoes(m)
+    thr = 0.5 * _otsu_threshold(rss)
+    q = phase_quality(phase)
+    r2 = ndi.uniform_filter(r2star_map(m, te_s), size=3, mode="nearest")
+    cand = (rss > thr) & (q > quality_threshold) & (r2 < r2star_max_per_s)
+    if r2star_min_per_s is not None:
+        cand &= r2 > r2star_min_per_s
+    return cand
+
+
+def reliable_phase(magnitude, phase, te_s, *, quality_threshold=0.6, r2star_max_per_s=100.0):
+    """Voxels whose field can be trusted: signal, coherent multi-echo phase, R2* below bone's.
+
+    The candidates of :func:`mask_from_echoes` without its lower R2* bound
+    (CSF's phase is as good as tissue's): magnitude above half of Otsu's
+    threshold, :func:`phase_quality` above ``quality_threshold`` and R2*
+    (smoothed over 3 voxels) below ``r2star_max_per_s``. The pipeline removes
+    the background on a supplied mask less the voxels that fail this (and
+    fills them like an eroded rim): a hand-drawn or atlas mask reaching into
+    voxels beside bone or air, whose phase is noise, otherwise feeds that noise
+    to the background removal as boundary data.
+
+    Parameters
+    ----------
+    magnitude, phase : ndarray, (echo, x, y, z)
+    te_s : sequence of float
+    quality_threshold, r2star_max_per_s : float
+        As in :func:`mask_from_echoes`.
+
+    Returns
+    -------
+    ndarray of bool, (x, y, z)
+    """
+    m = _check_magnitude(magnitude)
+    if m.ndim != 4:
+        raise ShapeMismatchError(f"magnitude must be (echo, x, y, z), got {m.shape}")
+    return _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, None)
+
+
 def mask_from_echoes(
     magnitude,
     phase,
@@ -467,11 +509,7 @@ def mask_from_echoes(
     if m.ndim != 4:
         raise ShapeMismatchError(f"magnitude must be (echo, x, y, z), got {m.shape}")
     vox = normalize_voxel_size(voxel_size_mm, 3)
-    rss = _combine_echoes(m)
-    thr = 0.5 * _otsu_threshold(rss)
-    q = phase_quality(phase)
-    r2 = ndi.uniform_filter(r2star_map(m, te_s), size=3, mode="nearest")
-    cand = (rss > thr) & (q > quality_threshold) & (r2 < r2star_max_per_s) & (r2 > r2star_min_per_s)
+    cand = _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s)
     if not bool(cand.any()):
         raise InvalidParameterError("no voxel passes the magnitude, phase-quality and R2* tests")
     core = _ball_erode(cand, [erode_mm / v for v in vox]) if erode_mm > 0 else cand

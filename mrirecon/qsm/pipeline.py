@@ -158,6 +158,7 @@ def pipeline(
     lam_criterion="gcv",
     fill_rim=True,
     fast_grid=True,
+    trust_phase=True,
 ):
     """Susceptibility map from multi-echo GRE magnitude and phase.
 
@@ -209,6 +210,16 @@ def pipeline(
         For the eroding background removals (SHARP, V-SHARP, RESHARP): extend
         the local field into the eroded rim (:func:`mrirecon.qsm.background.fill_rim`)
         so that χ covers the whole brain mask (default True).
+    trust_phase : bool
+        With a supplied ``mask``: remove the background on the mask less the
+        voxels whose phase is unreliable (:func:`mrirecon.qsm.masking.reliable_phase`:
+        no signal, incoherent echoes, or R2* of bone), then fill those voxels
+        like an eroded rim (default True; recorded in the sidecar). Measured on
+        the realistic head with its true brain mask: LBV 140 → 88 % χ NRMSE at
+        2 mm (96.5 → 83.9 % at 1 mm), RESHARP 87.7 → 86.1 % at 2 mm, within
+        0.6 points at 1 mm. The echo-derived mask is made of such voxels already;
+        PDF weights every voxel by the echo fit's noise instead (there the
+        exclusion measured worse, 105.5 → 112.8 %), so it is not applied to PDF.
     fast_grid : bool
         Zero-pad every step onto one FFT-friendly grid (2·3·5-smooth sizes; the
         outputs are cropped back): one set of FFT plans for unwrapping,
@@ -304,19 +315,28 @@ def pipeline(
     fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf, "lbv": bg.lbv, "resharp": bg.resharp}[
         background
     ]
-    removed = fn(total_ppm, brain, voxel_size_mm=vox, **bopts)
+    bg_region, untrusted = brain, 0
+    if mask is not None and trust_phase and background != "pdf":  # PDF weights voxels by their noise instead
+        trusted = brain & masking.reliable_phase(magnitude, rad, te)
+        untrusted = int(xp.count_nonzero(brain)) - int(xp.count_nonzero(trusted))
+        if untrusted and 2 * int(xp.count_nonzero(trusted)) >= int(xp.count_nonzero(brain)):
+            bg_region = trusted
+        else:  # nothing to leave out, or most of the mask fails: keep the mask as given
+            untrusted = 0
+    removed = fn(total_ppm, bg_region, voxel_size_mm=vox, **bopts)
     local, roi = removed.local_field, removed.mask
     if not bool(roi.any()):
         raise InvalidParameterError(
             f"background removal ({background}) left an empty mask; is the brain mask too small?"
         )
     rim = "none (the method does not erode)"
-    if background in _ERODING and fill_rim:
+    gap = background in _ERODING or bg_region is not brain
+    if gap and fill_rim:
         eroded_voxels = int(xp.count_nonzero(brain & ~roi))
         local = bg.fill_rim(local, roi, brain, voxel_size_mm=vox)
         roi = brain
         rim = f"filled by normalised Gaussian convolution (SD 2 mm) of the eroded field ({eroded_voxels} voxels)"
-    elif background in _ERODING:
+    elif gap:
         rim = "left out of the mask (eroded)"
     step("background removal")
     kw = {"voxel_size_mm": vox, "b0_dir": b0}
@@ -361,6 +381,11 @@ def pipeline(
             "method": background,
             **{k: v for k, v in bopts.items() if k not in ("b0_dir", "weights")},
             **({"weights": "inverse noise SD of the echo fit"} if "weights" in bopts else {}),
+            "region": (
+                f"the given mask less {untrusted} voxels of unreliable phase (magnitude, echo coherence, R2*)"
+                if untrusted
+                else "the brain mask"
+            ),
             "rim": rim,
         },
         "Inversion": {
