@@ -504,3 +504,15 @@ def test_truncated_gz_is_an_input_error(tmp_path):
     bad.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
     with pytest.raises(InputFileError, match="bad.nii.gz"):
         io.load_nifti(bad)
+
+
+def test_large_gz_falls_back_to_the_streamed_read(tmp_path, monkeypatch):
+    from mrirecon.io import nifti
+
+    data = np.random.default_rng(4).standard_normal((6, 5, 4, 3)).astype(np.float32)
+    path = io.save_nifti(tmp_path / "series.nii.gz", data, np.eye(4))
+    whole = io.load_nifti(path, ndim=None).data
+    monkeypatch.setattr(nifti, "_WHOLE_GZ_MAX_BYTES", 0)
+    assert nifti._load_gz_whole(path) is None  # over the limit: nibabel reads it
+    np.testing.assert_array_equal(io.load_nifti(path, ndim=None).data, whole)
+    np.testing.assert_array_equal(whole, data)

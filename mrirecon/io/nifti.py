@@ -58,6 +58,8 @@ def _igzip():
     return igzip
 
 
+_WHOLE_GZ_MAX_BYTES = 256 << 20  # compressed; the one-shot read holds compressed + raw + array
+
 _SIZEOF_HDR = {n.to_bytes(4, order): n for n in (348, 540) for order in ("little", "big")}
 
 
@@ -72,8 +74,8 @@ def _load_gz_whole(path: Path):
     import nibabel as nib
 
     igzip = _igzip()
-    if igzip is None:
-        return None
+    if igzip is None or path.stat().st_size > _WHOLE_GZ_MAX_BYTES:
+        return None  # a long 4-D series: nibabel's streamed read holds one copy, not three
     raw = igzip.decompress(path.read_bytes())
     kind = _SIZEOF_HDR.get(raw[:4])
     if kind is None:
