@@ -51,6 +51,7 @@ def _time_cli_run(d, repeats, log):
 
     Returns (cold_s, warm_s median, peak MB of the run processes, χ NRMSE of the written map).
     """
+    import shutil
     import subprocess
     import sys
 
@@ -80,8 +81,6 @@ def _time_cli_run(d, repeats, log):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     chi = nifti.load_nifti(root / "out" / "sub-01" / "anat" / "sub-01_Chimap.nii.gz").data
     err = metrics.nrmse(chi, d.chi, mask=d.mask)
-    import shutil
-
     shutil.rmtree(root, ignore_errors=True)
     return times[0], statistics.median(times[1:]), peak, err
 

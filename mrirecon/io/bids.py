@@ -311,9 +311,9 @@ def write_outputs(out_dir, series: MegreSeries, result, loaded, *, extra=None, f
         ),
     ]
     shown = result.chi[..., 0] if result.chi.ndim == 4 else result.chi  # a series: its first volume
+    fig = orthoslices(shown, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
     # one group: the series' files all appear, or none (also on SIGTERM/SIGINT)
     order = [p for key, _, _ in items for p in (paths[key], sidecar_path(paths[key]))] + [paths["png"]]
-    fig = orthoslices(shown, voxel_size_mm=loaded["voxel_size_mm"], suptitle=f"{series.stem}: χ (ppm)")
     with atomic_paths(order, force=force) as tmps:
         tmp = dict(zip(order, tmps, strict=True))
         for key, data, meta in items:

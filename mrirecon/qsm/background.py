@@ -150,7 +150,7 @@ def _smv(shape, vox, radius, dtype, xpname):
 
 
 def _smv_spectrum(shape, vox, radius, dtype=np.float64):
-    """``rfftn`` of the normalised ball, by sums of cosines over its offsets (float64).
+    """``rfftn`` of the normalised ball (real), by sums of cosines over its offsets.
 
     The ball is symmetric under the sign flip of each axis on its own, so its
     transform is ``Σ_(a,b,c) cos(2π a kx/nx) cos(2π b ky/ny) cos(2π c kz/nz) / count``:
@@ -854,7 +854,7 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     eroded = on_module(xp, eroded, "eroded").astype(bool)
     mask = on_module(xp, mask, "mask").astype(bool)
     dtype = local_field.dtype
-    g = _to_xp(_gaussian_spectrum(shape, vox, float(sigma_mm), dtype.name), xp_name(xp))
+    g = _gaussian_spectrum(shape, vox, float(sigma_mm), dtype.name, xp_name(xp))
     e = eroded.astype(dtype)
     num = real_filter(local_field * e, g)
     den = real_filter(e, g)
@@ -872,13 +872,14 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     return (out * mask).astype(dtype)
 
 
-def _gaussian_spectrum(shape, vox, sigma_mm, dtype):
-    """Half spectrum of the Gaussian of SD ``sigma_mm``: the outer product of its three 1-D factors."""
+@functools.lru_cache(maxsize=_SMALL_CACHE)
+def _gaussian_spectrum(shape, vox, sigma_mm, dtype, xpname):
+    """Half spectrum of the Gaussian of SD ``sigma_mm``: the outer product of its 1-D factors (cached)."""
     from ..kspace import frequency_grid
 
     k = frequency_grid(shape, voxel_size_mm=vox, half=True)
     fx, fy, fz = (np.exp(-2.0 * np.pi**2 * sigma_mm**2 * f * f).astype(dtype) for f in k)
-    return fx * fy * fz
+    return _freeze(_to_xp(fx * fy * fz, xpname))
 
 
 def _nearest_of(region, points, vox):

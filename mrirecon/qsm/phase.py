@@ -408,6 +408,7 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     dtype = _float_dtype(p)
     spatial = p.shape[1:]
     xp = get_array_module(p)
+    mag = inv_top = None
     if magnitude is not None:
         common_module(phase=p, magnitude=magnitude)
         mag = _check_real("magnitude", magnitude)
@@ -432,9 +433,7 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     # (Python floats holding values of the working precision: weak scalars keep the
     # arrays' dtype on NumPy and CuPy, on either side of an operator)
     tn = [float(dtype.type((t - t0) / span)) for t in te]
-    inv = inv_top if magnitude is not None else None
     scale = (dtype.type(1.0 / (2.0 * np.pi * span)), dtype.type(t0 / span))
-    mag_ = mag if magnitude is not None else None
     if xp is np:
         # blocks of a few planes, threads taking runs of them: every pass over the echoes
         # stays in cache, no volume-sized temporaries (_parallel.fused)
@@ -444,16 +443,16 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
         offset = np.empty(spatial, dtype)
         residual = np.empty(spatial, dtype)
         pt = np.moveaxis(p, 0, 1)  # (x, echo, y, z) views: blocks along x
-        mt = np.moveaxis(mag_, 0, 1) if mag_ is not None else np.zeros((1,), dtype)
+        mt = np.moveaxis(mag, 0, 1) if mag is not None else np.zeros((1,), dtype)
         mk = mask if mask is not None else np.ones((1,), bool)
 
         def block(f_b, o_b, r_b, p_b, m_b, k_b):
             f, o, r = _fit_core(
                 [p_b[:, n] for n in range(p_b.shape[1])],
-                None if mag_ is None else [m_b[:, n] for n in range(m_b.shape[1])],
+                None if mag is None else [m_b[:, n] for n in range(m_b.shape[1])],
                 None if mask is None else k_b,
                 tn,
-                inv,
+                inv_top,
                 dtype,
                 np,
                 scale,
@@ -464,10 +463,10 @@ def fit_echoes(phase, te_s, *, magnitude=None, mask=None):
     else:
         field_hz, offset, residual = _fit_core(
             [p[n] for n in range(p.shape[0])],
-            None if mag_ is None else [mag_[n] for n in range(mag_.shape[0])],
+            None if mag is None else [mag[n] for n in range(mag.shape[0])],
             mask,
             tn,
-            inv,
+            inv_top,
             dtype,
             xp,
             scale,
