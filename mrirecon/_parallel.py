@@ -82,3 +82,22 @@ def elementwise(fn, out, *operands) -> None:
         fn(*[a if np.ndim(a) == 0 or a.shape[0] == 1 else a[sl] for a in operands], out=out[sl])
 
     list(_pool().map(work, range(threads)))
+
+
+def concurrently(*fns):
+    """Call the independent thunks ``fns`` on threads at once; their results, in order.
+
+    For independent single-threaded steps on host arrays (SciPy's ndimage filters
+    and NumPy's ufuncs release the GIL), so that both of a two-core machine's cores
+    work. The threads are new ones, not :func:`_pool`'s, so a thunk may itself use
+    :func:`fused` or :func:`elementwise` without waiting on its own pool. With one
+    usable core, or one thunk, they run in order here. The first exception raised
+    (in the order of ``fns``) propagates.
+    """
+    if len(fns) <= 1 or n_threads() == 1:
+        return [f() for f in fns]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(fns), n_threads()), thread_name_prefix="mrirecon-step") as ex:
+        futures = [ex.submit(f) for f in fns]
+        return [f.result() for f in futures]

@@ -423,10 +423,53 @@ def _series_assemble(series, out_dir, parameters, head, chunks, force, command):
 
 
 def _load(series, parameters, volumes):
-    """A series' echoes (all volumes, or ``volumes=(t0, t1)`` of a 4-D series)."""
+    """A series' echoes (all volumes, or ``volumes=(t0, t1)`` of a 4-D series).
+
+    While the files are inflated on the other threads, this one imports what the
+    pipeline and the figures need (:func:`_warm_up`).
+    """
     from .io import bids
 
-    return bids.load_series(series, b0_tesla=parameters.get("b0_tesla"), volumes=volumes)
+    return bids.load_series(
+        series, b0_tesla=parameters.get("b0_tesla"), volumes=volumes, while_reading=_warm_up
+    )
+
+
+_WARM_UP_MODULES = (
+    "mrirecon.qsm.pipeline",
+    "mrirecon.qsm.masking",
+    "mrirecon.qsm.phase",
+    "mrirecon.qsm.background",
+    "mrirecon.qsm.inversion",
+    "mrirecon.qsm.lcurve",
+    "mrirecon.qsm.iterative",
+    "scipy.ndimage",
+    "scipy.spatial",
+    "skimage.filters",
+    "mrirecon.plot",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+)
+
+
+def _warm_up():
+    """Import the modules a series needs after loading and start the FFT backend (once per process).
+
+    Python imports of the pipeline, SciPy, pyfftw and matplotlib take about 2 s
+    in a new process; run while the echoes are read (gzip inflation does not
+    hold the GIL), they cost little of that. A module that fails to import is
+    left to fail where it is used, with that step's message.
+    """
+    import importlib
+
+    from . import fft
+
+    for name in _WARM_UP_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    fft.preload()
 
 
 def _describe(exc) -> str:

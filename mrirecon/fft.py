@@ -259,6 +259,13 @@ def _load_wisdom() -> None:
         warnings.warn(f"ignoring unreadable FFTW wisdom file {path}: {exc}", stacklevel=4)
 
 
+def preload() -> None:
+    """Choose the backend and, for pyfftw, read the wisdom file now rather than at the first plan."""
+    if backend() == "pyfftw":
+        with _lock:
+            _load_wisdom()
+
+
 def _save_wisdom() -> None:
     """Write the process's wisdom to disk if it grew (called under ``_lock``)."""
     if not _wisdom_enabled():

@@ -491,3 +491,33 @@ def test_resharp_default_radius_follows_coarse_voxels():
     np.testing.assert_array_equal(res.mask, ndimage.binary_erosion(mask, border_value=0))
     with pytest.raises(InvalidParameterError, match="smaller than the smallest voxel"):
         resharp(f, mask, voxel_size_mm=vox, radius_mm=4.0)
+
+
+@pytest.mark.parametrize("vox", [(1.0, 1.0, 1.0), (1.0, 0.8, 1.5)])
+def test_resharp_erosion_is_the_distance_definition(vox):
+    # RESHARP's eroded mask (an FFT ball erosion) against the definition, computed
+    # independently by scipy's Euclidean distance transform: voxels farther than the
+    # radius from every voxel outside the mask (outside the grid counts as outside)
+    from mrirecon.qsm.background import resharp
+
+    rng = np.random.default_rng(7)
+    shape = (40, 44, 36)
+    blob = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0)
+    mask = blob > np.quantile(blob, 0.45)
+    mask[:2] = False
+    field = rng.standard_normal(shape).astype(np.float32)
+    radius = 4.0
+    out = resharp(field, mask, voxel_size_mm=vox, radius_mm=radius)
+    padded = np.pad(mask, 1, constant_values=False)
+    dist = ndimage.distance_transform_edt(padded, sampling=vox)[1:-1, 1:-1, 1:-1]
+    expected = dist > radius * (1 + 1e-8)
+    # SMV also needs the ball inside the grid: no voxel nearer than the radius to a face
+    for ax, d in enumerate(vox):
+        m = int(np.floor(radius * (1 + 1e-8) / d))
+        sl = [slice(None)] * 3
+        sl[ax] = slice(0, m)
+        expected[tuple(sl)] = False
+        sl[ax] = slice(shape[ax] - m, None)
+        expected[tuple(sl)] = False
+    assert expected.sum() > 1000
+    np.testing.assert_array_equal(to_numpy(out.mask), expected)

@@ -236,6 +236,32 @@ def test_unwrap_echoes_temporal(xp, assert_on):
     np.testing.assert_allclose(to_numpy(per_echo), laplacian_unwrap(echoes, voxel_size_mm=1.0), atol=1e-12)
 
 
+def test_unwrap_echoes_first_left_wrapped(xp, assert_on):
+    # unwrap_first=False: echo 1 stays wrapped, every echo moves by the same per-voxel
+    # amount, so the fitted field and residual are those of the default (independent
+    # reference: the default path), only the intercept changes
+    n = 32
+    phi = _bump_phase(n, amp=12.0)
+    rng = np.random.default_rng(3)
+    offset = rng.uniform(-3, 3) + 0.5 * phi / phi.max()
+    echoes = np.stack([_wrap(offset + f * phi) for f in (1.0, 2.0, 3.0)]).astype(np.float32)
+    echoes = echoes + (2 * np.pi) * rng.integers(-1, 2, size=echoes.shape)  # any range goes in
+    mags = rng.uniform(0.5, 1.0, size=echoes.shape).astype(np.float32)
+    te = (0.004, 0.008, 0.012)
+    full = unwrap_echoes(xp.asarray(echoes), voxel_size_mm=1.0)
+    short = unwrap_echoes(xp.asarray(echoes), voxel_size_mm=1.0, unwrap_first=False)
+    assert_on(short)
+    first = to_numpy(short[0])
+    assert first.min() >= -np.pi - 1e-5 and first.max() <= np.pi + 1e-5
+    shift = to_numpy(full - short)
+    np.testing.assert_allclose(shift - shift[0], 0, atol=2e-5)  # one shift for all echoes
+    a = fit_echoes(full, te, magnitude=xp.asarray(mags))
+    b = fit_echoes(short, te, magnitude=xp.asarray(mags))
+    scale = float(np.abs(to_numpy(a.field_hz)).max())
+    np.testing.assert_allclose(to_numpy(b.field_hz), to_numpy(a.field_hz), atol=2e-5 * scale)
+    np.testing.assert_allclose(to_numpy(b.residual_rad), to_numpy(a.residual_rad), atol=2e-5)
+
+
 def test_unwrap_errors():
     with pytest.raises(ShapeMismatchError, match="3-D"):
         laplacian_unwrap(np.zeros((4, 4)))

@@ -333,3 +333,21 @@ def test_run_no_trust_phase_uses_the_given_mask_whole(dataset, tmp_path):
     assert main([*args, "--force"]) == 0
     meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
     assert meta["BackgroundRemoval"]["region"].startswith("the given mask less ")
+
+
+@pytest.mark.parametrize(
+    "shape, grid",
+    [
+        ((3, 40, 37, 35), (45, 40, 36)),
+        ((2, 130, 9, 11), (135, 10, 12)),
+        ((3, 4, 5), (3, 4, 5)),
+        ((1, 100, 108, 100), (105, 110, 100)),  # above fused's threshold: the threaded path
+    ],
+)
+def test_pad_to_is_numpys_zero_pad(shape, grid):
+    # the threaded slab copy against numpy.pad at the far ends (independent reference)
+    from mrirecon.qsm.pipeline import _pad_to
+
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    widths = [(0, 0)] * (len(shape) - 3) + [(0, g - n) for g, n in zip(grid, shape[-3:])]
+    np.testing.assert_array_equal(_pad_to(x, grid, np), np.pad(x, widths))

@@ -112,27 +112,38 @@ def find_series(root, *, include=None) -> list[MegreSeries]:
     return series
 
 
-def _load_all(paths, volumes):
+def _load_all(paths, volumes, while_reading=None):
     """:func:`load_nifti` of every path, on the CPU threads at once (gzip inflation releases the GIL).
 
-    Errors are those of the first failing path in order, as a serial loop raises them.
+    ``while_reading`` (optional) is called in this thread while the files are
+    read, e.g. to import what comes next. Errors are those of the first
+    failing path in order, as a serial loop raises them.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    import nibabel  # noqa: F401  (imported here, before the readers start, not by them at once)
+
     from ..threads import n_threads
-    from .nifti import load_nifti
+    from .nifti import _igzip, load_nifti
+
+    _igzip()
 
     def one(p):
         return load_nifti(p, ndim=None, volumes=volumes)
 
     n = min(len(paths), n_threads())
     if n <= 1:
+        if while_reading is not None:
+            while_reading()
         return [one(p) for p in paths]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="mrirecon-load") as ex:
-        return list(ex.map(one, paths))
+        futures = [ex.submit(one, p) for p in paths]
+        if while_reading is not None:
+            while_reading()
+        return [f.result() for f in futures]
 
 
-def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
+def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None, while_reading=None):
     """Load a series' echoes with their sidecars; checks everything before returning.
 
     Returns
@@ -142,6 +153,8 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
     None — ``te_s``, ``b0_tesla``, ``phase_units``, ``affine``, ``header``,
     ``voxel_size_mm``; with ``volumes=(t0, t1)`` only those volumes of a
     4-D series are kept (``volumes`` is still the series' length).
+    ``while_reading``, a callable, runs in this thread while the echoes are
+    read on others.
     """
     from .nifti import check_same_grid, load_nifti
 
@@ -155,7 +168,7 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None):
         raise InputFileError(
             f"{series.anat_dir}/{series.stem}: echoes {numbers} are not numbered 1..{len(numbers)}"
         )
-    vols = _load_all([*series.magnitude, *series.phase], volumes)
+    vols = _load_all([*series.magnitude, *series.phase], volumes, while_reading)
     vols_m, vols_p = vols[: len(series.magnitude)], vols[len(series.magnitude) :]
     for v in vols_m + vols_p:  # (x, y, z, 1) is one volume
         if volumes is None and v.data.ndim == 4 and v.data.shape[3] == 1:

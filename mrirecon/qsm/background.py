@@ -686,9 +686,12 @@ def resharp(
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise InvalidParameterError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     dtype, xpname = phi.dtype.name, xp_name(xp)
-    dist = _inside_distance(mask, vox, xp)
-    eroded = (dist > radius * (1 + 2 * _SURFACE_RTOL)) & _border_box(shape, vox, radius, xp)
-    del dist
+    from .masking import _ball_morph
+
+    # the voxels whose closed ball lies in the mask: distance to the nearest outside
+    # voxel > radius, by one FFT convolution (0.2 s at 1 mm; the distance transform took 0.6)
+    eroded = _ball_morph(mask, radius * (1 + 2 * _SURFACE_RTOL), vox, op="erode")
+    eroded &= _border_box(shape, vox, radius, xp)
     if not bool(eroded.any()):
         raise InvalidParameterError(f"radius_mm = {radius:g} mm erodes the whole mask; use a smaller radius")
     hp_k = _highpass(shape, vox, radius, dtype, xpname)

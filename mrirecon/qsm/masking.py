@@ -354,8 +354,16 @@ def phase_quality(phase, *, magnitude=None, size=3):
     if p.ndim != 4 or p.shape[0] < 2:
         raise ShapeMismatchError(f"phase must be (echo, x, y, z) with at least 2 echoes, got {p.shape}")
     d = (p[1] - p[0]).astype(np.float32)
-    re = ndi.uniform_filter(xp.cos(d), size=size, mode="nearest")
-    im = ndi.uniform_filter(xp.sin(d), size=size, mode="nearest")
+
+    def smooth(f):
+        return lambda: ndi.uniform_filter(f(d), size=size, mode="nearest")
+
+    if xp is np:  # the two filters on two cores (ndimage releases the GIL)
+        from .._parallel import concurrently
+
+        re, im = concurrently(smooth(np.cos), smooth(np.sin))
+    else:
+        re, im = smooth(xp.cos)(), smooth(xp.sin)()
     return xp.sqrt(re * re + im * im).astype(np.float32)
 
 
@@ -413,12 +421,24 @@ def _r2star_core(planes, tt, top, xp):
 
 def _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s):
     """Voxels whose magnitude, multi-echo phase coherence and R2* look like tissue (step 1 below)."""
-    ndi = ndimage(get_array_module(m))
-    rss = _combine_echoes(m)
-    thr = 0.5 * _otsu_threshold(rss)
+    xp = get_array_module(m)
+    ndi = ndimage(xp)
+
+    def signal():
+        rss = _combine_echoes(m)
+        return rss > 0.5 * _otsu_threshold(rss)
+
+    def r2star():
+        return ndi.uniform_filter(r2star_map(m, te_s), size=3, mode="nearest")
+
+    if xp is np:  # independent single-threaded steps: side by side on the cores
+        from .._parallel import concurrently
+
+        strong, r2 = concurrently(signal, r2star)
+    else:
+        strong, r2 = signal(), r2star()
     q = phase_quality(phase)
-    r2 = ndi.uniform_filter(r2star_map(m, te_s), size=3, mode="nearest")
-    cand = (rss > thr) & (q > quality_threshold) & (r2 < r2star_max_per_s)
+    cand = strong & (q > quality_threshold) & (r2 < r2star_max_per_s)
     if r2star_min_per_s is not None:
         cand &= r2 > r2star_min_per_s
     return cand
