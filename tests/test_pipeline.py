@@ -293,6 +293,29 @@ def test_bids_echo_time_mismatch_names_both_files(tmp_path):
     assert "part-mag" in str(exc.value) and "part-phase" in str(exc.value)
 
 
+def test_bids_nan_in_an_echo_names_that_file(tmp_path):
+    import nibabel as nib
+
+    from mrirecon.errors import InputFileError
+    from mrirecon.io import bids
+    from mrirecon.phantoms import simulate_megre
+
+    d = simulate_megre((24, 24, 24))
+    bids.write_megre_dataset(tmp_path, "sub-01", d)
+    (series,) = bids.find_series(tmp_path)
+    loaded = bids.load_series(series)  # clean: loads, stacked echo-first as written
+    np.testing.assert_allclose(loaded["magnitude"][1], np.asarray(nib.load(series.magnitude[1]).dataobj))
+    bad = series.phase[2]
+    img = nib.load(bad)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    data[3, 4, 5] = np.nan
+    data[6, 7, 8] = np.inf
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), bad)
+    with pytest.raises(InputFileError, match="2 NaN/Inf values") as exc:
+        bids.load_series(series)
+    assert bad.name in str(exc.value)
+
+
 def test_supplied_mask_reaching_into_bone_is_trimmed_to_reliable_phase():
     # a supplied brain mask two voxels too generous (into CSF, skull and scalp, as an atlas or a
     # hand-drawn mask may be) feeds noise phase to the background removal as boundary data; the

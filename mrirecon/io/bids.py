@@ -116,8 +116,9 @@ def _load_all(paths, volumes, while_reading=None):
     """:func:`load_nifti` of every path, on the CPU threads at once (gzip inflation releases the GIL).
 
     ``while_reading`` (optional) is called in this thread while the files are
-    read, e.g. to import what comes next. Errors are those of the first
-    failing path in order, as a serial loop raises them.
+    read, e.g. to import what comes next. Returns ``(volume, number of NaN/Inf
+    values)`` per path. Errors are those of the first failing path in order,
+    as a serial loop raises them.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -129,7 +130,8 @@ def _load_all(paths, volumes, while_reading=None):
     _igzip()
 
     def one(p):
-        return load_nifti(p, ndim=None, volumes=volumes)
+        v = load_nifti(p, ndim=None, volumes=volumes)
+        return v, int(v.data.size - np.count_nonzero(np.isfinite(v.data)))  # counted on this thread
 
     n = min(len(paths), n_threads())
     if n <= 1:
@@ -141,6 +143,19 @@ def _load_all(paths, volumes, while_reading=None):
         if while_reading is not None:
             while_reading()
         return [f.result() for f in futures]
+
+
+def _stack(arrays):
+    """``numpy.stack`` of equal-shape arrays, the copies on the threads (one 1 mm echo each)."""
+    from .._parallel import concurrently
+
+    out = np.empty((len(arrays),) + arrays[0].shape, dtype=np.result_type(*arrays))
+
+    def copy(i):
+        return lambda: np.copyto(out[i], arrays[i])
+
+    concurrently(*[copy(i) for i in range(len(arrays))])
+    return out
 
 
 def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None, while_reading=None):
@@ -168,7 +183,8 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None, while_readi
         raise InputFileError(
             f"{series.anat_dir}/{series.stem}: echoes {numbers} are not numbered 1..{len(numbers)}"
         )
-    vols = _load_all([*series.magnitude, *series.phase], volumes, while_reading)
+    vols, nonfinite = zip(*_load_all([*series.magnitude, *series.phase], volumes, while_reading), strict=True)
+    vols = list(vols)
     vols_m, vols_p = vols[: len(series.magnitude)], vols[len(series.magnitude) :]
     for v in vols_m + vols_p:  # (x, y, z, 1) is one volume
         if volumes is None and v.data.ndim == 4 and v.data.shape[3] == 1:
@@ -219,13 +235,10 @@ def load_series(series: MegreSeries, *, b0_tesla=None, volumes=None, while_readi
         b0_tesla = float(b0s[0])
     if len(set(units)) > 1:
         raise InputFileError(f"{series.stem}: phase echoes disagree on Units: {units}")
-    mag = np.stack([v.data for v in vols_m])
-    pha = np.stack([v.data for v in vols_p])
-    for arr, paths in ((mag, series.magnitude), (pha, series.phase)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            i = int(np.argmax(bad.reshape(len(paths), -1).any(axis=1)))
-            raise InputFileError(f"{paths[i]}: {int(bad[i].sum())} NaN/Inf values")
+    for v, bad in zip(vols, nonfinite, strict=True):
+        if bad:
+            raise InputFileError(f"{v.path}: {bad} NaN/Inf values")
+    mag, pha = _stack([v.data for v in vols_m]), _stack([v.data for v in vols_p])
     unit = units[0]
     if unit is not None and str(unit).lower() in ("radian", "radians"):
         unit = "rad"

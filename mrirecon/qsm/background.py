@@ -861,17 +861,34 @@ def fill_rim(local_field, eroded, mask, *, voxel_size_mm=(1.0, 1.0, 1.0), sigma_
     e = eroded.astype(dtype)
     num = real_filter(local_field * e, g)
     den = real_filter(e, g)
+    if xp is np:  # one cache-blocked pass on the threads (the same values as below)
+        from .._parallel import fused
+
+        out = np.empty(shape, dtype)
+        far = np.empty(shape, bool)
+        low = dtype.type(1e-3)
+
+        def combine(o, f, lf, n, d, er, mk):
+            ok = d > low
+            rim = mk & ~er
+            inner = er & mk
+            o[...] = 0
+            np.copyto(o, lf, where=inner)
+            np.divide(n, d, out=o, where=rim & ok)
+            np.logical_and(rim, ~ok, out=f)
+
+        fused(combine, out, far, local_field, num, den, eroded, mask)
+        if bool(far.any()):
+            out[far] = local_field[_nearest_of(eroded, far, vox)]
+        return out
     rim = mask & ~eroded
     ok = den > 1e-3
     out = xp.where(eroded, local_field, 0).astype(dtype)
     out = xp.where(rim & ok, num / xp.where(ok, den, 1), out)
     far = rim & ~ok
     if bool(far.any()):
-        if xp is np:
-            out[far] = local_field[_nearest_of(eroded, far, vox)]
-        else:
-            _, idx = ndimage(xp).distance_transform_edt(~eroded, sampling=vox, return_indices=True)
-            out = xp.where(far, local_field[tuple(idx)], out)
+        _, idx = ndimage(xp).distance_transform_edt(~eroded, sampling=vox, return_indices=True)
+        out = xp.where(far, local_field[tuple(idx)], out)
     return (out * mask).astype(dtype)
 
 

@@ -96,12 +96,14 @@ def _bins(shape, vox, b, dtype, xpname):
     the sums over k-space reduce to sums over 65536 log-spaced bins of t: each
     λ then costs O(bins) instead of O(N).
     """
-    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=np.float64, xp=xpname)
-    g = gradient_sq_kernel(shape, half=True, dtype=np.float64, xp=xpname)
+    # the kernels of the inversion itself (cached; float32 for float32 data: the bin
+    # index needs log t to 1e-4, the bin means are accumulated in float64 by bincount)
+    d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xpname)
+    g = gradient_sq_kernel(shape, half=True, dtype=dtype, xp=xpname)
     xp = get_array_module(d)
     t = d * d
-    t /= xp.where(g > 0, g, 1.0)
-    logt = xp.log(xp.maximum(t, _T_LOW))
+    t /= xp.where(g > 0, g, 1)
+    logt = xp.log(xp.maximum(t, t.dtype.type(_T_LOW)))
     hi = float(logt.max()) + 1e-9
     lo = np.log(_T_LOW)
     scale = (_N_BINS - 2) / max(hi - lo, 1e-12)
@@ -184,7 +186,7 @@ def _lcurve_prepared(prep, lams, criterion="gcv"):
     power = spectrum.real**2
     power += spectrum.imag**2
     power *= half_spectrum_weights(shape, dtype=power.dtype, xp=xp.__name__)
-    idx, tbar, nfull = _bins(shape, prep.voxel_size_mm, prep.b0_dir, "float64", xp.__name__)
+    idx, tbar, nfull = _bins(shape, prep.voxel_size_mm, prep.b0_dir, prep.field.dtype.name, xp.__name__)
     power_bins = xp.bincount(idx, weights=power.reshape(-1), minlength=_N_BINS) / float(np.prod(shape))
     data, reg = _norms(power_bins, tbar, lams)
     gcv = _gcv(data, nfull, tbar, lams)
