@@ -616,6 +616,143 @@ def unwrap_echoes(phase, *, voxel_size_mm=(1.0, 1.0, 1.0), temporal=True, unwrap
     return out
 
 
+# odd minimax polynomial of arctan on [0, 1] (max error 2e-6 rad in float32 with the octant reduction)
+_ATAN_COEFFS = (0.99997726, -0.33262347, 0.19354346, -0.11643287, 0.05265332, -0.01172120)
+
+
+def _atan2_fast(y, x):
+    """``arctan2(y, x)`` of float32 NumPy blocks to 2e-6 rad, in SIMD ufuncs (NumPy's float32 arctan2 is scalar: 0.4 s at 1 mm)."""
+    t = x.dtype.type
+    ax, ay = np.abs(x), np.abs(y)
+    big = np.maximum(ax, ay)
+    a = np.minimum(ax, ay)
+    a /= np.where(big > 0, big, t(1))
+    s = a * a
+    r = np.full_like(a, t(_ATAN_COEFFS[-1]))
+    for c in _ATAN_COEFFS[-2::-1]:
+        r *= s
+        r += t(c)
+    r *= a
+    np.subtract(t(np.pi / 2), r, out=r, where=ay > ax)
+    np.subtract(t(np.pi), r, out=r, where=x < 0)
+    np.negative(r, out=r, where=y < 0)
+    return r
+
+
+def equally_spaced(te_s, *, rtol=1e-3) -> bool:
+    """Whether three or more echo times are equally spaced (to ``rtol`` of the spacing)."""
+    te = np.asarray(te_s, dtype=np.float64)
+    if te.size < 3:
+        return False
+    step = np.diff(te)
+    return bool(np.all(step > 0) and np.ptp(step) <= rtol * step.mean())
+
+
+def unwrap_mean_difference(phase, *, magnitude=None, voxel_size_mm=(1.0, 1.0, 1.0)):
+    """Multi-echo phase with one Laplacian unwrap, of the mean difference between consecutive echoes.
+
+    For equally spaced echoes, whose consecutive differences Δφₖ = φₖ₊₁ − φₖ
+    all carry the same field: one spatial unwrap for any number of echoes
+    (:func:`unwrap_echoes` needs one per difference).
+
+    Parameters
+    ----------
+    phase : ndarray, (echo, x, y, z)
+        Wrapped phase in radians, within [-π, π] (what
+        :func:`phase_to_radians` gives), at least two echoes.
+    magnitude : ndarray, (echo, x, y, z), optional
+        Weights of the mean (default: all 1).
+    voxel_size_mm : float or 3 floats
+
+    Returns
+    -------
+    ndarray, (echo, x, y, z)
+        Echo 1 wrapped; echo k+1 = echo k + Δ̄ᵤ + wrap(Δφₖ − Δ̄), like
+        ``unwrap_echoes(..., unwrap_first=False)`` (fit a line through them:
+        :func:`fit_echoes`).
+
+    Notes
+    -----
+    :math:`\\bar\\Delta = \\arg \\sum_k m_k m_{k+1} e^{i\\Delta\\phi_k}` is
+    the magnitude-weighted circular mean of the differences;
+    :math:`\\bar\\Delta_u` its Laplacian unwrap (:func:`laplacian_unwrap`).
+    Each difference is then :math:`\\bar\\Delta_u` plus its own deviation
+    from the mean, wrapped voxel by voxel, which is exact wherever that
+    deviation is within ±π (noise and field curvature over one echo
+    spacing, not the field itself). On the realistic head (3 echoes, 1 mm and
+    2 mm, with and without the true mask) the pipeline's χ NRMSE moved by
+    0.02–0.2 points against unwrapping each difference; three unwraps become
+    one for four echoes, seven for eight. With two echoes it is
+    ``unwrap_echoes(..., unwrap_first=False)`` exactly.
+    """
+    x = _check_real("phase", phase)
+    if x.ndim != 4 or x.shape[0] < 2:
+        raise ShapeMismatchError(
+            f"phase must be 4-D (echo, x, y, z) with 2 or more echoes, got shape {x.shape}"
+        )
+    _check_finite("phase", x)
+    xp = get_array_module(x)
+    dtype = _float_dtype(x)
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    n = x.shape[0]
+    if magnitude is not None:
+        mag = _check_real("magnitude", magnitude)
+        if mag.shape != x.shape:
+            raise ShapeMismatchError(f"magnitude shape {mag.shape} does not match phase shape {x.shape}")
+    pi, two_pi = dtype.type(np.pi), dtype.type(2 * np.pi)
+
+    def wrap(a):  # values within ±2π (differences of wrapped phases) into [-π, π)
+        a = xp.where(a >= pi, a - two_pi, a)
+        return xp.where(a < -pi, a + two_pi, a)
+
+    def mean_difference(xs, ms, atan2):
+        re = im = None
+        for k in range(len(xs) - 1):
+            d = wrap(xs[k + 1].astype(dtype) - xs[k].astype(dtype))
+            w = 1 if ms is None else ms[k + 1].astype(dtype) * ms[k].astype(dtype)
+            c, s_ = xp.cos(d) * w, xp.sin(d) * w
+            re, im = (c, s_) if re is None else (re + c, im + s_)
+        return atan2(im, re).astype(dtype, copy=False)
+
+    if xp is np:  # blocks of planes on the threads: no echo-sized temporaries
+        from .._parallel import fused
+
+        mean = np.empty(x.shape[1:], dtype)
+        xt = np.moveaxis(x, 0, 1)
+        mt = np.moveaxis(mag, 0, 1) if magnitude is not None else None
+
+        def block(o, xb, *mb):
+            ms = None if not mb else [mb[0][:, k] for k in range(n)]
+            o[...] = mean_difference(
+                [xb[:, k] for k in range(n)], ms, _atan2_fast if dtype == np.float32 else np.arctan2
+            )
+
+        fused(block, mean, xt, *(() if mt is None else (mt,)))
+    else:
+        mean = mean_difference(
+            [x[k] for k in range(n)], None if magnitude is None else [mag[k] for k in range(n)], xp.arctan2
+        )
+    mean_u = _unwrap3(mean, vox)
+    out = xp.empty(x.shape, dtype=dtype)
+    if xp is np:
+        from .._parallel import fused
+
+        ot = np.moveaxis(out, 0, 1)
+
+        def rebuild(o, xb, mb, ub):
+            o[:, 0] = wrap(xb[:, 0].astype(dtype))
+            for k in range(1, n):
+                dev = wrap(wrap(xb[:, k].astype(dtype) - xb[:, k - 1].astype(dtype)) - mb)
+                o[:, k] = o[:, k - 1] + ub + dev
+
+        fused(rebuild, ot, np.moveaxis(x, 0, 1), mean, mean_u)
+    else:
+        out[0] = wrap(x[0].astype(dtype))
+        for k in range(1, n):
+            out[k] = out[k - 1] + mean_u + wrap(wrap(x[k].astype(dtype) - x[k - 1].astype(dtype)) - mean)
+    return out
+
+
 def _slope_variance_ratio(mags, te, xp):
     """``Σw / Σ w (TE − t̄)²`` with ``w = magnitude²``, over echo planes of a block or volume."""
     ws = [m * m for m in mags]

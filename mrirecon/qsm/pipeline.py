@@ -189,10 +189,13 @@ def pipeline(
     """Susceptibility map from multi-echo GRE magnitude and phase.
 
     Steps: phase to radians → brain mask (given, or from the magnitude) →
-    Laplacian unwrapping of the differences between consecutive echoes,
-    added to the wrapped first echo (:func:`mrirecon.qsm.phase.unwrap_echoes`
-    with ``unwrap_first=False``: the fitted field and residual are those of
-    unwrapping the first echo too) →
+    Laplacian unwrapping: of the mean difference between consecutive echoes
+    for three or more equally spaced echoes (one unwrap,
+    :func:`mrirecon.qsm.phase.unwrap_mean_difference`), else of each
+    difference, added to the wrapped first echo
+    (:func:`mrirecon.qsm.phase.unwrap_echoes` with ``unwrap_first=False``:
+    the fitted field and residual are those of unwrapping the first echo
+    too) →
     magnitude-weighted linear fit over the
     echo times (total field in Hz, and ppm) → background-field removal →
     dipole inversion.
@@ -319,7 +322,14 @@ def pipeline(
             raise InvalidParameterError("mask is empty")
         brain = _pad_to(brain, grid, xp)
     step("mask")
-    unwrapped = phase_tools.unwrap_echoes(rad, voxel_size_mm=vox, unwrap_first=False)  # fit: same field
+    if phase_tools.equally_spaced(te):  # one unwrap for any number of echoes
+        unwrapped = phase_tools.unwrap_mean_difference(rad, magnitude=magnitude, voxel_size_mm=vox)
+        unwrapping = (
+            "Laplacian (FFT) of the magnitude-weighted mean consecutive-echo difference (equal spacing)"
+        )
+    else:
+        unwrapped = phase_tools.unwrap_echoes(rad, voxel_size_mm=vox, unwrap_first=False)  # fit: same field
+        unwrapping = "Laplacian (FFT) of consecutive echo differences, added to the wrapped first echo"
     step("unwrapping")
     fit = phase_tools.fit_echoes(unwrapped, te, magnitude=magnitude, mask=brain)
     del unwrapped
@@ -401,7 +411,7 @@ def pipeline(
         "PhaseUnits": phase_units,
         "Mask": "given" if mask is not None else {"from": mask_method, **mask_options},
         "Grid": {"shape": list(shape), "fft_grid": list(grid)},
-        "Unwrapping": "Laplacian (FFT) of consecutive echo differences, added to the wrapped first echo",
+        "Unwrapping": unwrapping,
         "EchoFit": "magnitude-weighted linear fit with phase offset",
         "BackgroundRemoval": {
             "method": background,
