@@ -26,8 +26,9 @@ beside them if there is one, and, for each series:
   (Hz -> ppm, with the fit's noise per voxel), background removal
   (--background, default resharp; the rim it erodes is filled unless
   --no-fill-rim; pdf measured the most accurate on the realistic test head
-  but takes about a minute per 1 mm head, see the README), dipole inversion (--method l2|tkd|cg-l2|tv; --lam auto by
-  GCV, or --lam-criterion discrepancy|corner).
+  but takes 40 s or more per 1 mm head, see the README), dipole inversion
+  (--method l2|tkd|cg-l2|tv; --lam auto by GCV, or --lam-criterion
+  discrepancy|corner).
 The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS
 derivatives dataset: dataset_description.json, *_Chimap.nii.gz (ppm),
 *_desc-brain_mask.nii.gz, *_desc-local_fieldmap.nii.gz (ppm), a provenance

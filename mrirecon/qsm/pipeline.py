@@ -341,7 +341,9 @@ def pipeline(
     bopts = dict(background_options)
     if background == "pdf":
         bopts.setdefault("b0_dir", b0)
-        bopts.setdefault("pad", 16)
+        # no padding beyond the FFT grid: χ within 0.1 points of 16 voxels' padding on the realistic
+        # head (1 and 2 mm, two seeds, a field of view cropped to the head) at 1.5-2x the speed
+        bopts.setdefault("pad", 0)
         bopts.setdefault("tol", 1e-3)
         bopts.setdefault("max_iter", 60)
         if "weights" not in bopts and len(te) > 2:
