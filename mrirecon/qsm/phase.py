@@ -67,21 +67,24 @@ def _wrap(out):
 
     Use the returned array (on CuPy it is a new one).
     """
-    pi = out.dtype.type(np.pi)
-    two_pi = out.dtype.type(2 * np.pi)
     xp = get_array_module(out)
     if xp is np:
         from .._parallel import fused
 
-        def block(b):  # in place, block by block: no boolean-mask gathers and scatters
-            np.subtract(b, two_pi, out=b, where=b >= pi)
-            np.add(b, two_pi, out=b, where=b < -pi)
-
-        fused(block, out)
+        fused(_wrap_block, out)  # block by block: no boolean-mask gathers and scatters
         return out
     # the same values without boolean-mask indexing (which synchronises the device)
+    pi, two_pi = out.dtype.type(np.pi), out.dtype.type(2 * np.pi)
     out = xp.where(out >= pi, out - two_pi, out)
     return xp.where(out < -pi, out + two_pi, out)
+
+
+def _wrap_block(b):
+    """:func:`_wrap` of one NumPy block, in place (also for use inside other fused blocks); returns it."""
+    pi, two_pi = b.dtype.type(np.pi), b.dtype.type(2 * np.pi)
+    np.subtract(b, two_pi, out=b, where=b >= pi)
+    np.add(b, two_pi, out=b, where=b < -pi)
+    return b
 
 
 def _integer_range(lo: float, hi: float) -> tuple[int, int]:
@@ -699,57 +702,58 @@ def unwrap_mean_difference(phase, *, magnitude=None, voxel_size_mm=(1.0, 1.0, 1.
         mag = _check_real("magnitude", magnitude)
         if mag.shape != x.shape:
             raise ShapeMismatchError(f"magnitude shape {mag.shape} does not match phase shape {x.shape}")
-    pi, two_pi = dtype.type(np.pi), dtype.type(2 * np.pi)
+    if xp is np:
+        wrap = _wrap_block  # in place on the block's temporaries (inside fused: no nested pool)
+        atan2 = _atan2_fast if dtype == np.float32 else np.arctan2
+    else:
+        wrap, atan2 = _wrap, xp.arctan2
 
-    def wrap(a):  # values within ±2π (differences of wrapped phases) into [-π, π)
-        a = xp.where(a >= pi, a - two_pi, a)
-        return xp.where(a < -pi, a + two_pi, a)
+    def difference(xs, k):  # Δφₖ of echo planes, into [-π, π)
+        return wrap(xs[k + 1].astype(dtype) - xs[k].astype(dtype))
 
-    def mean_difference(xs, ms, atan2):
+    def mean_difference(xs, ms):
         re = im = None
         for k in range(len(xs) - 1):
-            d = wrap(xs[k + 1].astype(dtype) - xs[k].astype(dtype))
+            d = difference(xs, k)
             w = 1 if ms is None else ms[k + 1].astype(dtype) * ms[k].astype(dtype)
             c, s_ = xp.cos(d) * w, xp.sin(d) * w
             re, im = (c, s_) if re is None else (re + c, im + s_)
         return atan2(im, re).astype(dtype, copy=False)
 
+    def rebuild(outs, xs, mean, mean_u):  # echo k+1 = echo k + Δ̄ᵤ + wrap(Δφₖ − Δ̄)
+        outs[0][...] = wrap(xs[0].astype(dtype, copy=True))
+        for k in range(n - 1):
+            outs[k + 1][...] = outs[k] + mean_u + wrap(difference(xs, k) - mean)
+
+    out = xp.empty(x.shape, dtype=dtype)
     if xp is np:  # blocks of planes on the threads: no echo-sized temporaries
         from .._parallel import fused
 
+        def planes(b):
+            return [b[:, k] for k in range(n)]
+
         mean = np.empty(x.shape[1:], dtype)
         xt = np.moveaxis(x, 0, 1)
-        mt = np.moveaxis(mag, 0, 1) if magnitude is not None else None
-
-        def block(o, xb, *mb):
-            ms = None if not mb else [mb[0][:, k] for k in range(n)]
-            o[...] = mean_difference(
-                [xb[:, k] for k in range(n)], ms, _atan2_fast if dtype == np.float32 else np.arctan2
+        if magnitude is None:
+            fused(lambda o, xb: o.__setitem__(..., mean_difference(planes(xb), None)), mean, xt)
+        else:
+            fused(
+                lambda o, xb, mb: o.__setitem__(..., mean_difference(planes(xb), planes(mb))),
+                mean,
+                xt,
+                np.moveaxis(mag, 0, 1),
             )
-
-        fused(block, mean, xt, *(() if mt is None else (mt,)))
-    else:
-        mean = mean_difference(
-            [x[k] for k in range(n)], None if magnitude is None else [mag[k] for k in range(n)], xp.arctan2
+        mean_u = _unwrap3(mean, vox)
+        fused(
+            lambda o, xb, mb, ub: rebuild(planes(o), planes(xb), mb, ub),
+            np.moveaxis(out, 0, 1),
+            xt,
+            mean,
+            mean_u,
         )
-    mean_u = _unwrap3(mean, vox)
-    out = xp.empty(x.shape, dtype=dtype)
-    if xp is np:
-        from .._parallel import fused
-
-        ot = np.moveaxis(out, 0, 1)
-
-        def rebuild(o, xb, mb, ub):
-            o[:, 0] = wrap(xb[:, 0].astype(dtype))
-            for k in range(1, n):
-                dev = wrap(wrap(xb[:, k].astype(dtype) - xb[:, k - 1].astype(dtype)) - mb)
-                o[:, k] = o[:, k - 1] + ub + dev
-
-        fused(rebuild, ot, np.moveaxis(x, 0, 1), mean, mean_u)
     else:
-        out[0] = wrap(x[0].astype(dtype))
-        for k in range(1, n):
-            out[k] = out[k - 1] + mean_u + wrap(wrap(x[k].astype(dtype) - x[k - 1].astype(dtype)) - mean)
+        mean = mean_difference(list(x), None if magnitude is None else list(mag))
+        rebuild(list(out), list(x), mean, _unwrap3(mean, vox))
     return out
 
 

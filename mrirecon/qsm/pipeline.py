@@ -84,7 +84,7 @@ def _pad_to(x, shape, xp):
     dst = out.reshape((-1,) + tuple(shape))
     rows = np.arange(shape[0]).reshape(-1, 1, 1)  # the x index of each block row, for fused
 
-    def block(o, r):  # o: (rows, gy, gz) of one echo, r: their x indices
+    def block(o, r, s):  # o: (rows, gy, gz) of one echo, r: their x indices, s: that echo's source
         lo, hi = int(r[0, 0, 0]), int(r[-1, 0, 0]) + 1
         inside = max(0, min(hi, nx) - lo)
         o[:inside, :ny, :nz] = s[lo : lo + inside]
@@ -93,8 +93,7 @@ def _pad_to(x, shape, xp):
         o[inside:] = 0
 
     for e in range(src.shape[0]):
-        s = src[e]
-        fused(block, dst[e], rows)
+        fused(lambda o, r, s=src[e]: block(o, r, s), dst[e], rows)
     return out
 
 
