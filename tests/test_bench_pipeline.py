@@ -34,3 +34,36 @@ def test_bench_pipeline_tiny(tmp_path):
     assert "| echoes | resharp" in (tmp_path / "pipeline_results.md").read_text()
     for fig in ("qsm_mask.png", "pipeline_chi.png"):
         assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_pipeline_variants_tiny(tmp_path):
+    from mrirecon.bench.pipeline_variants import run as run_variants
+
+    doc = run_variants(
+        shape=(40, 46, 38),
+        backgrounds=("resharp",),
+        variants=("reference", "oblique-yz", "anisotropic"),
+        out=tmp_path,
+        log=lambda *a: None,
+    )
+    assert [r["variant"] for r in doc["rows"]] == [
+        "reference (B0 along z)",
+        "B0 tilted 25° (y-z plane)",
+        "voxels 1.5× longer in z",
+    ]
+    aniso = doc["rows"][2]["voxel_size_mm"]
+    assert aniso[2] > 1.4 * aniso[0]
+    for row in doc["rows"]:
+        assert [(x["background"], x["mask"]) for x in row["runs"]] == [
+            ("resharp", "echoes"),
+            ("resharp", "true"),
+        ]
+        for x in row["runs"]:
+            assert abs(x["ratio_to_oracle"] - x["chi_nrmse"] / row["oracle"]) < 1e-9
+            assert 0 < row["oracle"] < x["chi_nrmse"] + 1.0 < 300
+        assert 0 < row["dice"] <= 1
+    text = (tmp_path / "pipeline_variants.md").read_text()
+    assert "| B0 tilted 25° (y-z plane) |" in text
+    assert json.loads((tmp_path / "pipeline_variants.json").read_text())["rows"] == json.loads(
+        json.dumps(doc["rows"])
+    )

@@ -7,6 +7,7 @@ run them. Shared timing, machine and table helpers live in
 
 - :mod:`~mrirecon.bench.qsm` — closed-form L2/TKD against CG-L2, TV-ADMM, TV-NLCG
 - :mod:`~mrirecon.bench.pipeline` — multi-echo GRE to χ, step times and background × inversion NRMSE
+- :mod:`~mrirecon.bench.pipeline_variants` — the pipeline under acquisition variants (oblique B0, 7 T, ...)
 - :mod:`~mrirecon.bench.sense` — closed-form SENSE against CG-SENSE, L1-wavelet, SigPy, BART
 - :mod:`~mrirecon.bench.fft` — the FFT core against its floors, scipy.fft and NumPy (CPU and GPU)
 """
@@ -15,6 +16,10 @@ run them. Shared timing, machine and table helpers live in
 BENCHMARKS = {
     "qsm": ("qsm", "closed-form L2 and TKD against CG-L2, TV-ADMM and TV-NLCG on the head phantom"),
     "pipeline": ("pipeline", "multi-echo GRE to χ: per-step times, background removal × inversion NRMSE"),
+    "pipeline-variants": (
+        "pipeline_variants",
+        "the pipeline against the oracle under acquisition variants (oblique B0, 7 T, low SNR, ...)",
+    ),
     "sense": ("sense", "closed-form SENSE against CG-SENSE, L1-wavelet, SigPy and BART"),
     "fft": ("fft", "the closed form against its FFT pair, memory/arithmetic floors, scipy.fft, NumPy"),
     "dsi": ("dsi", "DSI q-space completion: closed-form PCA-L2 against L1-wavelet FISTA and zero filling"),

@@ -21,7 +21,6 @@ Nothing is asserted: the machine may be shared and noisy.
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import machine_info, machine_line, markdown_table, median_time
+from .common import machine_info, machine_line, markdown_table, median_time, write_results
 
 DESCRIPTION = (
     __doc__
@@ -197,10 +196,7 @@ def run(
     log("\n" + text)
     doc = {"machine": info, "size": size, "subjects": subjects, "engines": rows, "series_4d": series4d}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "cohort_results.json").write_text(json.dumps(doc, indent=1, default=float))
-        (out / "cohort_results.md").write_text(text)
+        out = write_results(out, "cohort_results", doc, text)
     return doc
 
 

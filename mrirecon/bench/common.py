@@ -142,3 +142,15 @@ def markdown_table(header, rows, *, align=None) -> str:
     lines = ["| " + " | ".join(header) + " |", rule]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_results(out, stem, doc, text):
+    """Write ``doc`` as ``OUT/STEM.json`` and ``text`` as ``OUT/STEM.md`` (creating ``out``); returns the folder."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1, default=float))
+    (out / f"{stem}.md").write_text(text)
+    return out

@@ -28,7 +28,7 @@ from ..fft import fftc
 from ..phantoms import brain_slice
 from ..sense import coils, iterative, recon, sampling
 from ..sense.unfold import SenseUnfolder, gfactor
-from .common import machine_info, machine_line, median_time
+from .common import machine_info, machine_line, median_time, write_results
 
 __all__ = ["DESCRIPTION", "run"]
 
@@ -464,10 +464,7 @@ def run(
     table = _table(results, slices)
     log(table)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "sense_results.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / "sense_results.md").write_text(table)
+        out = write_results(out, "sense_results", results, table)
         _figures(out, img, figures)
     return results
 
