@@ -481,6 +481,7 @@ def _averaged_dipole(shape, vox, b, s, dtype):
     """Half-spectrum kernel of: split each voxel into s³ sub-voxels, dipole field, voxel average."""
     from ..kspace import frequency_grid
 
+    dtype_type = np.dtype(dtype).type
     # per axis: the s fine-grid frequencies k + j/Δ in [-s/2Δ, s/2Δ) that fold onto k, and their weights
     axes = []
     for f, d in zip(frequency_grid(shape, voxel_size_mm=vox, half=True), vox, strict=True):
@@ -495,16 +496,24 @@ def _averaged_dipole(shape, vox, b, s, dtype):
                 w = np.where(np.abs(u) < 1e-12, 1.0, np.sin(np.pi * s * u) / (s * np.sin(np.pi * u))) ** 2
             terms.append((kj, np.where(inside, w, 0.0)))
         axes.append(terms)
-    out = np.zeros(tuple(np.broadcast_shapes(*(t[0][0].shape for t in axes))), dtype=np.float64)
+    full = tuple(np.broadcast_shapes(*(t[0][0].shape for t in axes)))
+    out = np.zeros(full, dtype=dtype)
+    k2 = np.empty(full, dtype=dtype)
+    kb = np.empty(full, dtype=dtype)
     for kx, wx in axes[0]:
         for ky, wy in axes[1]:
             for kz, wz in axes[2]:
-                k2 = kx * kx + ky * ky + kz * kz
-                kb = kx * b[0] + ky * b[1] + kz * b[2]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    dk = np.where(k2 > 0, 1.0 / 3.0 - kb * kb / np.where(k2 > 0, k2, 1.0), 0.0)
-                out += (wx * wy * wz) * dk
-    out = out.astype(dtype)
+                # D = 1/3 - (k.b)²/|k|² at the fine frequency, weighted; in place, in the kernel's dtype
+                np.add(kx * kx + ky * ky, kz * kz, out=k2, casting="unsafe")
+                np.add(kx * b[0] + ky * b[1], kz * b[2], out=kb, casting="unsafe")
+                k2[k2 == 0] = np.inf  # only k = 0 itself: D(0) = 0 is set below
+                kb *= kb
+                kb /= k2
+                kb -= dtype_type(1.0 / 3.0)  # -D
+                w = (wx * wy).astype(dtype) * wz.astype(dtype)
+                kb *= w
+                out -= kb
+    out[0, 0, 0] = 0.0
     out.flags.writeable = False
     return out
 
