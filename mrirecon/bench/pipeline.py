@@ -17,7 +17,6 @@ Measures, in one run on :func:`mrirecon.phantoms.realistic_head.realistic_head`:
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics, qsm
-from .common import machine_line
+from .common import machine_line, write_results
 
 __all__ = ["DESCRIPTION", "add_arguments", "main", "run"]
 
@@ -303,8 +302,7 @@ def run(*, shape=(225, 261, 217), seed=0, repeats=2, out=None, backgrounds=BACKG
             out / "pipeline_chi.png",
             force=True,
         )
-        (out / "pipeline_results.json").write_text(json.dumps(doc, indent=1, default=float))
-        (out / "pipeline_results.md").write_text(text)
+        write_results(out, "pipeline_results", doc, text)
     return doc
 
 

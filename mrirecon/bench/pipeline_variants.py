@@ -20,7 +20,7 @@ import numpy as np
 from .. import metrics, qsm
 from ..qsm.pipeline import BACKGROUND_METHODS
 from .common import machine_line, write_results
-from .pipeline import SWEEP
+from .pipeline import _best
 
 __all__ = ["DESCRIPTION", "VARIANTS", "add_arguments", "main", "run"]
 
@@ -49,12 +49,6 @@ VARIANTS = {
 }
 
 
-def _best_nrmse(local, mask, d, ikw):
-    return min(
-        metrics.nrmse(qsm.closed_form_l2(local, mask, lam=float(v), **ikw), d.chi, mask=d.mask) for v in SWEEP
-    )
-
-
 def run(*, shape=(112, 130, 108), seed=0, backgrounds=("resharp", "pdf"), variants=None, out=None, log=print):
     """Run the benchmark; returns a JSON-able dict (also written to ``out``)."""
     from ..phantoms.realistic_head import realistic_head
@@ -68,7 +62,7 @@ def run(*, shape=(112, 130, 108), seed=0, backgrounds=("resharp", "pdf"), varian
         grid = tuple(max(8, round(n * f)) for n, f in zip(shape, factor, strict=True))
         d = realistic_head(grid, seed=seed + opts.pop("seed_offset", 0), **opts)
         ikw = {"voxel_size_mm": d.voxel_size_mm, "b0_dir": d.b0_dir}
-        oracle = _best_nrmse(d.local_field_ppm, d.mask, d, ikw)
+        _, oracle = _best(d.local_field_ppm, d.mask, d, ikw)
         row = {"variant": name, "voxel_size_mm": list(d.voxel_size_mm), "oracle": oracle, "runs": []}
         for bg in backgrounds:
             for given in (False, True):
