@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -95,6 +96,7 @@ class atomic_path:
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
+                _raise_if_stopped(self.tmp)
                 os.replace(self.tmp, self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
@@ -134,6 +136,9 @@ class atomic_paths:
         if exc_type is not None:
             self._discard()
             return False
+        if _stop_requested:
+            self._discard()
+            _raise_if_stopped()
         with _signals_held():
             for t, p in zip(self.tmps, self.paths, strict=True):
                 os.replace(t, p)
@@ -221,8 +226,32 @@ def _signals_held():
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+# The stop signal that arrived, as the exception it raises; kept because an
+# exception raised by a signal handler while a finaliser runs (``__del__``, a
+# weakref callback) is printed and swallowed by Python, and the process would
+# then go on and commit its outputs. Commit points and :func:`stop_signals`
+# check it, so a swallowed signal still stops the command before it writes
+# (an ``except`` block that handles the stop may still write its report).
+_stop_requested: list = []
+
+
+def _raise_if_stopped(tmp: Path | None = None) -> None:
+    if _stop_requested and not isinstance(sys.exc_info()[1], (Terminated, KeyboardInterrupt)):
+        # (inside an ``except`` that handles the stop, a report may still be written)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+            _forget(tmp)
+        raise _stop_requested[0]()
+
+
 def _raise_terminated(signum, frame):
+    _stop_requested[:] = [Terminated]
     raise Terminated()
+
+
+def _raise_interrupt(signum, frame):
+    _stop_requested[:] = [KeyboardInterrupt]
+    raise KeyboardInterrupt()
 
 
 @contextlib.contextmanager
@@ -230,16 +259,22 @@ def stop_signals():
     """SIGTERM raises :class:`Terminated`, SIGINT ``KeyboardInterrupt``; live temporaries removed on exit.
 
     Installed by the ``mrirecon`` command around every subcommand. Outside the
-    main thread it only removes the temporaries on the way out.
+    main thread it only removes the temporaries on the way out. A signal whose
+    exception Python swallowed (it arrived while a finaliser ran) is not lost:
+    the next commit of an output, or the end of the block, raises it.
     """
     installed = _is_main_thread()
     if installed:
+        _stop_requested.clear()
         old_term = signal.signal(signal.SIGTERM, _raise_terminated)
-        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+        old_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
+        if installed:
+            _raise_if_stopped()
     finally:
         if installed:
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)
+            _stop_requested.clear()
         _remove_live()
