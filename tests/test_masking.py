@@ -179,6 +179,32 @@ def test_mask_from_echoes_excludes_scalp():
     assert (m & scalp_or_skull).sum() < 0.005 * m.sum()
 
 
+@pytest.mark.parametrize("shape", [(5, 6, 7), (1, 4, 3), (104, 101, 100)])  # the last on the threads
+def test_median_cross_equals_scipy(shape):
+    from scipy import ndimage as ndi
+
+    from mrirecon.qsm.masking import median_cross
+
+    a = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    ref = ndi.median_filter(a, footprint=ndi.generate_binary_structure(3, 1), mode="nearest")
+    np.testing.assert_array_equal(median_cross(a), ref)
+
+
+def test_the_r2star_window_keeps_a_tissue_csf_edge_in_place():
+    # tissue (R2* 20/s) for x < 10, CSF (3/s) beyond: a CSF voxel beside tissue averages
+    # 8.7/s over 3x3x3 and would pass the 7/s bound; its median stays at 3/s
+    from mrirecon.qsm.masking import _candidates
+
+    te = np.array([0.004, 0.012, 0.02])
+    r2 = np.full((20, 8, 8), 3.0, np.float32)
+    r2[:10] = 20.0
+    mag = np.exp(-te[:, None, None, None] * r2[None]).astype(np.float32)
+    phase = np.zeros_like(mag) + 0.3 * te[:, None, None, None] / te[0]
+    cand = _candidates(mag, phase, te, 0.6, 100.0, 7.0)
+    np.testing.assert_array_equal(cand.any(axis=(1, 2)), np.arange(20) < 10)
+    assert cand[:10].all()
+
+
 def test_r2star_map_recovers_decay():
     from mrirecon.qsm.masking import r2star_map
 
