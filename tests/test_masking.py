@@ -200,7 +200,7 @@ def test_the_r2star_window_keeps_a_tissue_csf_edge_in_place():
     r2[:10] = 20.0
     mag = np.exp(-te[:, None, None, None] * r2[None]).astype(np.float32)
     phase = np.zeros_like(mag) + 0.3 * te[:, None, None, None] / te[0]
-    cand = _candidates(mag, phase, te, 0.6, 100.0, 7.0)
+    cand = _candidates(mag, phase, te, 0.6, 100.0, 7.0)[0]
     np.testing.assert_array_equal(cand.any(axis=(1, 2)), np.arange(20) < 10)
     assert cand[:10].all()
 

@@ -41,6 +41,7 @@ def test_pipeline_recovers_chi(megre, xp, assert_on):
         b0_tesla=d.b0_tesla,
         voxel_size_mm=d.voxel_size_mm,
         mask=xp.asarray(d.mask),
+        background_margin_mm=0,  # the oracle below removes the background on the mask alone
     )
     res = _on_host(res, assert_on)
     assert set(res.timings_s) == {
@@ -74,6 +75,33 @@ def test_pipeline_recovers_chi(megre, xp, assert_on):
     assert err <= err_oracle + 10.0, (err, err_oracle)
     assert err < 95.0, err
     assert local_err < 45.0, local_err
+
+
+def test_background_removal_margin_uses_reliable_voxels_around_the_brain(megre):
+    # SHARP-type methods lose the field within their radius of the region's edge; removing the
+    # background also on the reliable voxels (CSF) within a margin puts that loss outside the brain
+    from mrirecon.qsm import masking
+
+    d = megre
+    kw = {"b0_tesla": d.b0_tesla, "voxel_size_mm": d.voxel_size_mm, "mask": d.mask}
+    res = {mg: qsm.pipeline(d.magnitude, d.phase, d.te_s, background_margin_mm=mg, **kw) for mg in (0, None)}
+    err = {mg: nrmse(r.chi, d.chi, mask=d.mask) for mg, r in res.items()}
+    # the shell: reliable voxels outside the mask, within 4 mm (one voxel here) of it
+    reliable = masking.reliable_phase(d.magnitude, d.phase, d.te_s)
+    near = masking._ball_morph(d.mask, 4.0, d.voxel_size_mm, op="dilate") & ~d.mask
+    n_shell = int((near & reliable).sum())
+    assert n_shell > 0.05 * d.mask.sum()
+    region = res[None].params["BackgroundRemoval"]["region"]
+    assert region.endswith(f", plus {n_shell} voxels of reliable phase within 4 mm outside it"), region
+    assert res[None].params["BackgroundRemoval"]["margin_mm"] == 4.0
+    assert "plus" not in res[0].params["BackgroundRemoval"]["region"]
+    for r in res.values():  # χ and the local field cover the brain mask only
+        np.testing.assert_array_equal(r.mask, d.mask)
+        assert not r.chi[~d.mask].any() and not r.local_field_ppm[~d.mask].any()
+    # measured at 48³ (4 mm voxels), snr 80: 83.3 % without the margin, 57.5 % with it
+    assert err[None] < err[0] - 15.0, err
+    with pytest.raises(InvalidParameterError, match="background_margin_mm"):
+        qsm.pipeline(d.magnitude, d.phase, d.te_s, background_margin_mm=-1.0, **kw)
 
 
 def test_pipeline_with_derived_mask_and_integer_phase(megre, xp, assert_on):
@@ -337,7 +365,7 @@ def test_supplied_mask_reaching_into_bone_is_trimmed_to_reliable_phase():
             np.testing.assert_array_equal(r.mask, big)  # χ covers the whole given mask either way
             err[b, trust] = nrmse(r.chi, d.chi, mask=d.mask)
             region = r.params["BackgroundRemoval"]["region"]
-            assert region == (
+            assert region.startswith(
                 f"the given mask less {unreliable} voxels of unreliable phase (magnitude, echo coherence, R2*)"
                 if trust
                 else "the brain mask"
@@ -352,7 +380,7 @@ def test_run_no_trust_phase_uses_the_given_mask_whole(dataset, tmp_path):
     args = ["run", str(dataset), str(out), "--include", "sub-01"]
     assert main([*args, "--no-trust-phase"]) == 0
     meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
-    assert meta["BackgroundRemoval"]["region"] == "the brain mask"
+    assert meta["BackgroundRemoval"]["region"].startswith("the brain mask")
     assert main([*args, "--force"]) == 0
     meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
     assert meta["BackgroundRemoval"]["region"].startswith("the given mask less ")

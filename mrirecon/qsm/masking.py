@@ -469,7 +469,11 @@ def median_cross(volume):
 
 
 def _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s):
-    """Voxels whose magnitude, multi-echo phase coherence and R2* look like tissue (step 1 below)."""
+    """Voxels whose magnitude, multi-echo phase coherence and R2* look like tissue (step 1 below).
+
+    Returns ``(candidates, reliable)``: the latter without the lower R2* bound
+    (:func:`reliable_phase`).
+    """
     xp = get_array_module(m)
 
     def signal():
@@ -488,10 +492,10 @@ def _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_
     else:
         strong, r2 = signal(), r2star()
     q = phase_quality(phase)
-    cand = strong & (q > quality_threshold) & (r2 < r2star_max_per_s)
-    if r2star_min_per_s is not None:
-        cand &= r2 > r2star_min_per_s
-    return cand
+    reliable = strong & (q > quality_threshold) & (r2 < r2star_max_per_s)
+    if r2star_min_per_s is None:
+        return reliable, reliable
+    return reliable & (r2 > r2star_min_per_s), reliable
 
 
 def reliable_phase(magnitude, phase, te_s, *, quality_threshold=0.6, r2star_max_per_s=100.0):
@@ -520,7 +524,7 @@ def reliable_phase(magnitude, phase, te_s, *, quality_threshold=0.6, r2star_max_
     m = _check_magnitude(magnitude)
     if m.ndim != 4:
         raise ShapeMismatchError(f"magnitude must be (echo, x, y, z), got {m.shape}")
-    return _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, None)
+    return _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, None)[1]
 
 
 def mask_from_echoes(
@@ -575,13 +579,39 @@ def mask_from_echoes(
     3. Closing by ``close_mm`` and hole filling put back the sulci, ventricles
        and deep nuclei (whose low R2* or signal may have failed step 1).
     """
+    return _mask_from_echoes(
+        magnitude,
+        phase,
+        te_s,
+        voxel_size_mm=voxel_size_mm,
+        quality_threshold=quality_threshold,
+        r2star_max_per_s=r2star_max_per_s,
+        r2star_min_per_s=r2star_min_per_s,
+        erode_mm=erode_mm,
+        close_mm=close_mm,
+    )[0]
+
+
+def _mask_from_echoes(
+    magnitude,
+    phase,
+    te_s,
+    *,
+    voxel_size_mm=(1.0, 1.0, 1.0),
+    quality_threshold=0.6,
+    r2star_max_per_s=100.0,
+    r2star_min_per_s=7.0,
+    erode_mm=4.0,
+    close_mm=3.0,
+):
+    """:func:`mask_from_echoes` and :func:`reliable_phase` of the same tests: ``(brain, reliable)``."""
     xp = get_array_module(magnitude)
     ndi = ndimage(xp)
     m = _check_magnitude(magnitude)
     if m.ndim != 4:
         raise ShapeMismatchError(f"magnitude must be (echo, x, y, z), got {m.shape}")
     vox = normalize_voxel_size(voxel_size_mm, 3)
-    cand = _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s)
+    cand, reliable = _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, r2star_min_per_s)
     if not bool(cand.any()):
         raise InvalidParameterError("no voxel passes the magnitude, phase-quality and R2* tests")
     core = _ball_erode(cand, [erode_mm / v for v in vox]) if erode_mm > 0 else cand
@@ -601,4 +631,4 @@ def mask_from_echoes(
         dil = _ball_morph(brain, close_mm, vox, op="dilate")
         brain |= _ball_morph(dil, close_mm, vox, op="erode")
         brain = _fill_holes_in_box(brain)
-    return brain
+    return brain, reliable

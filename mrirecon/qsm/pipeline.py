@@ -184,6 +184,7 @@ def pipeline(
     fill_rim=True,
     fast_grid=True,
     trust_phase=True,
+    background_margin_mm=None,
 ):
     """Susceptibility map from multi-echo GRE magnitude and phase.
 
@@ -250,6 +251,15 @@ def pipeline(
         87.7 → 86.3 % at 2 mm (78.3 → 78.6 % at 1 mm). The echo-derived mask is made of such voxels already;
         PDF weights every voxel by the echo fit's noise instead (there the
         exclusion measured worse, 105.5 → 112.8 %), so it is not applied to PDF.
+    background_margin_mm : float, optional
+        Remove the background on the brain mask plus the voxels of reliable
+        phase (:func:`mrirecon.qsm.masking.reliable_phase`: signal, coherent
+        echoes, R2* below bone's; in practice the CSF around the brain) within
+        this distance outside it, so that the edge that SHARP-type methods lose
+        (their radius) and that LBV's boundary condition distorts lies outside
+        the brain; the local field and χ still cover the brain mask only.
+        None (default): the RESHARP radius (4 mm, or one voxel if larger);
+        0 turns it off. Not used by PDF. Recorded in the sidecar.
     fast_grid : bool
         Zero-pad every step onto one FFT-friendly grid (2·3·5-smooth sizes; the
         outputs are cropped back): one set of FFT plans for unwrapping,
@@ -308,9 +318,10 @@ def pipeline(
     rad = _pad_to(rad, grid, xp)
     magnitude = _pad_to(magnitude, grid, xp)
     step("phase scaling")
+    reliable = None  # voxels of trustworthy phase, computed where needed
     if mask is None:
         if mask_method == "echoes":
-            brain = masking.mask_from_echoes(magnitude, rad, te, voxel_size_mm=vox, **mask_options)
+            brain, reliable = masking._mask_from_echoes(magnitude, rad, te, voxel_size_mm=vox, **mask_options)
         else:
             brain = masking.mask_from_magnitude(magnitude, **mask_options)
     else:
@@ -330,7 +341,22 @@ def pipeline(
         unwrapped = phase_tools.unwrap_echoes(rad, voxel_size_mm=vox, unwrap_first=False)  # fit: same field
         unwrapping = "Laplacian (FFT) of consecutive echo differences, added to the wrapped first echo"
     step("unwrapping")
-    fit = phase_tools.fit_echoes(unwrapped, te, magnitude=magnitude, mask=brain)
+    # background removal also on the trustworthy voxels (CSF) within a margin around the brain
+    margin_mm = (
+        bg.default_resharp_radius_mm(vox) if background_margin_mm is None else float(background_margin_mm)
+    )
+    if not (margin_mm >= 0 and np.isfinite(margin_mm)):
+        raise InvalidParameterError(f"background_margin_mm must be >= 0 mm, got {background_margin_mm}")
+    region_fit, shell_voxels = brain, 0
+    if margin_mm > 0 and background != "pdf":
+        if reliable is None:
+            reliable = masking.reliable_phase(magnitude, rad, te)
+        shell = masking._ball_morph(brain, margin_mm, vox, op="dilate") & ~brain & reliable
+        shell_voxels = int(xp.count_nonzero(shell))
+        if shell_voxels:
+            region_fit = brain | shell
+        del shell
+    fit = phase_tools.fit_echoes(unwrapped, te, magnitude=magnitude, mask=region_fit)
     del unwrapped
     total_hz = fit.field_hz
     total_ppm = field_to_ppm(total_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)
@@ -356,10 +382,14 @@ def pipeline(
     ]
     bg_region, untrusted = brain, 0
     if mask is not None and trust_phase and background != "pdf":  # PDF weights voxels by their noise instead
-        trusted = brain & masking.reliable_phase(magnitude, rad, te)
+        if reliable is None:
+            reliable = masking.reliable_phase(magnitude, rad, te)
+        trusted = brain & reliable
         n_brain, n_trusted = int(xp.count_nonzero(brain)), int(xp.count_nonzero(trusted))
         if n_trusted < n_brain <= 2 * n_trusted:  # else nothing to leave out, or most of the mask fails
             bg_region, untrusted = trusted, n_brain - n_trusted
+    if region_fit is not brain:
+        bg_region = bg_region | (region_fit & ~brain)
     removed = fn(total_ppm, bg_region, voxel_size_mm=vox, **bopts)
     local, roi = removed.local_field, removed.mask
     if not bool(roi.any()):
@@ -374,6 +404,7 @@ def pipeline(
         roi = brain
         rim = f"filled by normalised Gaussian convolution (SD 2 mm) of the eroded field ({eroded_voxels} voxels)"
     elif gap:
+        roi = roi & brain
         rim = "left out of the mask (eroded)"
     step("background removal")
     kw = {"voxel_size_mm": vox, "b0_dir": b0}
@@ -422,7 +453,13 @@ def pipeline(
                 f"the given mask less {untrusted} voxels of unreliable phase (magnitude, echo coherence, R2*)"
                 if untrusted
                 else "the brain mask"
+            )
+            + (
+                f", plus {shell_voxels} voxels of reliable phase within {margin_mm:g} mm outside it"
+                if shell_voxels
+                else ""
             ),
+            "margin_mm": margin_mm if background != "pdf" else 0.0,
             "rim": rim,
         },
         "Inversion": {
