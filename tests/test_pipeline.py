@@ -402,3 +402,14 @@ def test_pad_to_is_numpys_zero_pad(shape, grid):
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     widths = [(0, 0)] * (len(shape) - 3) + [(0, g - n) for g, n in zip(grid, shape[-3:])]
     np.testing.assert_array_equal(_pad_to(x, grid, np), np.pad(x, widths))
+
+
+def test_run_background_margin_option(dataset, tmp_path, capsys):
+    out = tmp_path / "deriv"
+    args = ["run", str(dataset), str(out), "--include", "sub-01"]
+    assert main([*args, "--background-margin-mm", "-1"]) == 2
+    assert "--background-margin-mm must be >= 0" in capsys.readouterr().err
+    assert main([*args, "--background-margin-mm", "0"]) == 0
+    meta = json.loads((out / "sub-01" / "anat" / "sub-01_Chimap.json").read_text())
+    assert meta["BackgroundRemoval"]["margin_mm"] == 0.0
+    assert "plus" not in meta["BackgroundRemoval"]["region"]

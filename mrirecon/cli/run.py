@@ -114,7 +114,7 @@ def add_arguments(p) -> None:
         help="remove the background also on the voxels of reliable phase (CSF: signal, coherent echoes, "
         "R2* below bone's) within MM outside the brain mask, so that the edge that SHARP-type methods "
         "lose lies outside the brain; χ still covers the brain mask only (default: the RESHARP radius, "
-        "4 mm or one voxel if larger; 0 turns it off; not used by pdf)",
+        "4 mm or one voxel if larger; 0 turns it off)",
     )
     p.add_argument(
         "--lam",

@@ -259,7 +259,13 @@ def pipeline(
         (their radius) and that LBV's boundary condition distorts lies outside
         the brain; the local field and χ still cover the brain mask only.
         None (default): the RESHARP radius (4 mm, or one voxel if larger);
-        0 turns it off. Not used by PDF. Recorded in the sidecar.
+        0 turns it off. PDF weights the shell by its echo-fit noise, as the
+        brain. Recorded in the sidecar. Measured on the realistic head at
+        1 mm (seed 0 / 1, no mask supplied): RESHARP 78.1 / 84.1 → 75.5 / 80.3 %
+        χ NRMSE, PDF 69.4 / 76.8 → 68.1 / 75.4 %; with the true mask RESHARP
+        78.6 / 84.7 → 75.6 / 80.3 %; at 2 mm almost no voxel qualifies (the
+        CSF there is partial-volumed with bone) and χ moves by 0.1 point or
+        less with the echo mask.
     fast_grid : bool
         Zero-pad every step onto one FFT-friendly grid (2·3·5-smooth sizes; the
         outputs are cropped back): one set of FFT plans for unwrapping,
@@ -348,7 +354,7 @@ def pipeline(
     if not (margin_mm >= 0 and np.isfinite(margin_mm)):
         raise InvalidParameterError(f"background_margin_mm must be >= 0 mm, got {background_margin_mm}")
     region_fit, shell_voxels = brain, 0
-    if margin_mm > 0 and background != "pdf":
+    if margin_mm > 0:
         if reliable is None:
             reliable = masking.reliable_phase(magnitude, rad, te)
         shell = masking._ball_morph(brain, margin_mm, vox, op="dilate") & ~brain & reliable
@@ -361,6 +367,7 @@ def pipeline(
     total_hz = fit.field_hz
     total_ppm = field_to_ppm(total_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)
     noise = phase_tools.field_noise_ppm(fit, te, b0_tesla=b0_tesla, magnitude=magnitude)
+    noise_fit = xp.where(region_fit, noise, 0).astype(np.float32) if region_fit is not brain else None
     noise = xp.where(brain, noise, 0).astype(np.float32)
     step("echo fit")
     bopts = dict(background_options)
@@ -374,7 +381,9 @@ def pipeline(
         if "weights" not in bopts and len(te) > 2:
             inside = noise[brain]
             med = float(xp.median(inside)) if inside.size else 1.0
-            bopts["weights"] = xp.where(brain, med / xp.maximum(noise, med * 0.1), 0).astype(np.float32)
+            sd = noise if noise_fit is None else noise_fit  # the shell weighted by its own noise
+            bopts["weights"] = xp.where(region_fit, med / xp.maximum(sd, med * 0.1), 0).astype(np.float32)
+            del sd
     if background == "resharp":
         bopts.setdefault("radius_mm", bg.default_resharp_radius_mm(vox))  # recorded in the sidecar
     fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf, "lbv": bg.lbv, "resharp": bg.resharp}[
@@ -459,7 +468,7 @@ def pipeline(
                 if shell_voxels
                 else ""
             ),
-            "margin_mm": margin_mm if background != "pdf" else 0.0,
+            "margin_mm": margin_mm,
             "rim": rim,
         },
         "Inversion": {
