@@ -108,7 +108,8 @@ class PipelineResult:
     local_field_ppm : ndarray
         Background-removed field (ppm), zero outside :attr:`mask`.
     total_field_hz : ndarray
-        Field from the echo fit (Hz), before background removal.
+        Field from the echo fit (Hz), before background removal: on the brain
+        mask and the background margin's reliable voxels, zero elsewhere.
     mask : ndarray of bool
         The mask of the result (the brain mask eroded by background removal).
     brain_mask : ndarray of bool
