@@ -222,6 +222,21 @@ def test_a_signal_swallowed_by_a_finaliser_still_stops_before_the_commit(tmp_pat
                 t.write_text("{}")
             del obj
     assert sorted(p.name for p in tmp_path.iterdir()) == ["y.json"]
+    with pytest.raises(expected), stop_signals():  # an ``except`` handling the stop writes its report
+        obj = _SignalledWhileCollected()
+        obj.signum = signum
+        try:
+            del obj
+            with atomic_path(tmp_path / "x.json") as tmp:
+                tmp.write_text("{}")
+        except expected:
+            with atomic_paths([tmp_path / "report.json", tmp_path / "report.md"]) as tmps:
+                for t in tmps:
+                    t.write_text("report")
+            raise
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md", "y.json"]
+    for name in ("report.json", "report.md", "y.json"):
+        (tmp_path / name).unlink()
     with pytest.raises(expected), stop_signals():
         obj = _SignalledWhileCollected()
         obj.signum = signum

@@ -96,7 +96,10 @@ class atomic_path:
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
-                _raise_if_stopped(self.tmp)
+                stop = _pending_stop()
+                if stop is not None:
+                    self.tmp.unlink(missing_ok=True)
+                    raise stop()
                 os.replace(self.tmp, self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
@@ -136,9 +139,10 @@ class atomic_paths:
         if exc_type is not None:
             self._discard()
             return False
-        if _stop_requested:
+        stop = _pending_stop()
+        if stop is not None:
             self._discard()
-            _raise_if_stopped()
+            raise stop()
         with _signals_held():
             for t, p in zip(self.tmps, self.paths, strict=True):
                 os.replace(t, p)
@@ -235,13 +239,11 @@ def _signals_held():
 _stop_requested: list = []
 
 
-def _raise_if_stopped(tmp: Path | None = None) -> None:
+def _pending_stop():
+    """The exception class of a stop still to be raised; None inside an ``except`` handling it."""
     if _stop_requested and not isinstance(sys.exc_info()[1], (Terminated, KeyboardInterrupt)):
-        # (inside an ``except`` that handles the stop, a report may still be written)
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-            _forget(tmp)
-        raise _stop_requested[0]()
+        return _stop_requested[0]
+    return None
 
 
 def _raise_terminated(signum, frame):
@@ -270,8 +272,9 @@ def stop_signals():
         old_int = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
-        if installed:
-            _raise_if_stopped()
+        stop = _pending_stop() if installed else None
+        if stop is not None:
+            raise stop()
     finally:
         if installed:
             signal.signal(signal.SIGTERM, old_term)
