@@ -185,8 +185,8 @@ def run(*, shape=(225, 261, 217), seed=0, repeats=2, out=None, backgrounds=BACKG
     from ..phantoms.head import simulate_field
     from ..qsm import masking
 
-    shell = masking._ball_morph(d.mask, radius, vox, op="dilate") & ~d.mask
-    shell &= masking.reliable_phase(d.magnitude, d.phase, d.te_s)
+    reliable = masking.reliable_phase(d.magnitude, d.phase, d.te_s)
+    shell = masking.reliable_shell(d.mask, reliable, margin_mm=radius, voxel_size_mm=vox)
     brain_chi = np.where(d.mask, d.chi - np.float32(d.chi[d.mask].mean()), 0).astype(np.float32)
     field = simulate_field(brain_chi, voxel_size_mm=vox, b0_dir=d.b0_dir, supersample=2)
     r1 = bg_mod.resharp(field, d.mask | shell, voxel_size_mm=vox, radius_mm=radius)

