@@ -1,16 +1,28 @@
 """The pipeline benchmark runs end to end at a tiny size (numbers not timed here)."""
 
 import json
+import os
+import tempfile
 
 from mrirecon.bench.pipeline import run
 
 
-def test_bench_pipeline_tiny(tmp_path):
+def test_bench_pipeline_tiny(tmp_path, monkeypatch):
+    # no cache directory set: the run makes its own empty one (a cold start) and removes it after
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.delenv("MRIRECON_CACHE_DIR")
     # 48×56×46 is 4.7 mm voxels: RESHARP's default radius grows to one voxel there (it was a fixed
     # 4 mm, smaller than a voxel, and raised); χ NRMSE is about 100 % at that size, a smoke test only
     doc = run(
-        shape=(48, 56, 46), repeats=1, out=tmp_path, backgrounds=("resharp", "lbv"), log=lambda *a: None
+        shape=(48, 56, 46),
+        repeats=1,
+        out=tmp_path / "out",
+        backgrounds=("resharp", "lbv"),
+        log=lambda *a: None,
     )
+    assert "MRIRECON_CACHE_DIR" not in os.environ and list(scratch.iterdir()) == []
     assert {"mask", "unwrapping", "background removal", "dipole inversion"} <= set(doc["steps_s"])
     assert len(doc["rows"]) == 4  # 2 masks × 2 background removals
     for r in doc["rows"]:
@@ -29,11 +41,11 @@ def test_bench_pipeline_tiny(tmp_path):
         < 0.5
     )
     assert doc["ceiling_nrmse"] >= doc["oracle_nrmse"] - 1.0  # the ceiling cannot beat the oracle by much
-    saved = json.loads((tmp_path / "pipeline_results.json").read_text())
+    saved = json.loads((tmp_path / "out" / "pipeline_results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(doc["rows"]))
-    assert "| echoes | resharp" in (tmp_path / "pipeline_results.md").read_text()
+    assert "| echoes | resharp" in (tmp_path / "out" / "pipeline_results.md").read_text()
     for fig in ("qsm_mask.png", "pipeline_chi.png"):
-        assert (tmp_path / fig).read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "out" / fig).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bench_pipeline_variants_tiny(tmp_path):
