@@ -24,10 +24,12 @@ beside them if there is one, and, for each series:
   magnitude, echo-to-echo phase consistency and R2*, then morphology, which
   leaves the scalp out), Laplacian unwrapping, magnitude-weighted echo fit
   (Hz -> ppm, with the fit's noise per voxel), background removal
-  (--background, default resharp, on the brain plus the voxels of reliable
-  phase -- CSF -- within --background-margin-mm of it; the rim it erodes is
-  filled unless --no-fill-rim; pdf measured the most accurate on the realistic test head
-  but takes 40 s or more per 1 mm head, see the README), dipole inversion
+  (--background, default pdf: projection onto dipole fields in two levels,
+  3-4 s per 1 mm head, the most accurate measured on the realistic test head;
+  resharp is about 2 s faster per 1 mm head and less accurate there;
+  on the brain plus the voxels of reliable phase -- CSF -- within
+  --background-margin-mm of it; a rim that sharp, vsharp or resharp erode is
+  filled unless --no-fill-rim; see the README), dipole inversion
   (--method l2|tkd|cg-l2|tv; --lam auto by GCV, or --lam-criterion
   discrepancy|corner).
 The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS

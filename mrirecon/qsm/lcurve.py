@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..device import to_numpy
 from ..errors import InvalidParameterError
 from ..fft import get_array_module, rfftn
 from ..kspace import dipole_kernel, gradient_sq_kernel, half_spectrum_weights
@@ -101,21 +102,50 @@ def _bins(shape, vox, b, dtype, xpname):
     d = dipole_kernel(shape, voxel_size_mm=vox, b0_dir=b, half=True, dtype=dtype, xp=xpname)
     g = gradient_sq_kernel(shape, half=True, dtype=dtype, xp=xpname)
     xp = get_array_module(d)
-    t = d * d
-    t /= xp.where(g > 0, g, 1)
-    logt = xp.log(xp.maximum(t, t.dtype.type(_T_LOW)))
-    hi = float(logt.max()) + 1e-9
+    low = d.dtype.type(_T_LOW)
     lo = np.log(_T_LOW)
-    scale = (_N_BINS - 2) / max(hi - lo, 1e-12)
-    idx = ((logt - lo) * scale).astype(xp.int64) + 1
-    idx[t < _T_LOW] = 0
-    idx = idx.astype(xp.uint16).reshape(-1)
-    count = xp.bincount(idx, minlength=_N_BINS)
-    tsum = xp.bincount(idx, weights=t.reshape(-1), minlength=_N_BINS)
+    if xp is np:  # the same operations in cache-sized blocks on the threads (bitwise the same)
+        from .._parallel import fused
+
+        t = np.empty(d.shape, d.dtype)
+        logt = np.empty(d.shape, d.dtype)
+
+        def ratio(o, lg, d_b, g_b):
+            np.multiply(d_b, d_b, out=o)
+            o /= np.where(g_b > 0, g_b, 1)
+            np.log(np.maximum(o, low), out=lg)
+
+        fused(ratio, t, logt, d, g)
+        hi = float(logt.max()) + 1e-9
+        scale = (_N_BINS - 2) / max(hi - lo, 1e-12)
+        idx = np.empty(d.shape, np.uint16)
+
+        def index(o, lg, t_b):
+            i = ((lg - lo) * scale).astype(np.int64) + 1
+            i[t_b < low] = 0
+            o[...] = i
+
+        fused(index, idx, logt, t)
+        del logt
+    else:
+        t = d * d
+        t /= xp.where(g > 0, g, 1)
+        logt = xp.log(xp.maximum(t, low))
+        hi = float(logt.max()) + 1e-9
+        scale = (_N_BINS - 2) / max(hi - lo, 1e-12)
+        idx = ((logt - lo) * scale).astype(xp.int64) + 1
+        idx[t < low] = 0
+        idx = idx.astype(xp.uint16)
+        del logt
+    count = xp.bincount(idx.reshape(-1), minlength=_N_BINS)
+    tsum = xp.bincount(idx.reshape(-1), weights=t.reshape(-1), minlength=_N_BINS)
     tbar = tsum / xp.maximum(count, 1)
-    # number of full-spectrum elements in each bin (half-spectrum multiplicities)
-    w = xp.broadcast_to(half_spectrum_weights(shape, dtype=np.float64, xp=xpname), t.shape)
-    nfull = xp.bincount(idx, weights=w.reshape(-1), minlength=_N_BINS)
+    # number of full-spectrum elements in each bin: every half-spectrum column counts twice
+    # except those of weight 1 (the first, and the last of an even axis)
+    w = to_numpy(half_spectrum_weights(shape, dtype=np.float64, xp=xpname)).reshape(-1)
+    single = idx[..., np.flatnonzero(w == 1.0)]
+    nfull = 2.0 * count - xp.bincount(single.reshape(-1), minlength=_N_BINS)
+    idx = idx.reshape(-1)
     if isinstance(idx, np.ndarray):
         idx.setflags(write=False)
     return idx, tbar, nfull
