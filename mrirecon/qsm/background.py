@@ -571,7 +571,7 @@ def pdf(
     field is :math:`M(\\phi - b_0 - D_{box}\\,\\delta\\chi)`. Cost: the coarse
     iterations (f³ times cheaper) plus ``near_iter`` iterations on the box.
     Measured on the realistic head at 1 mm (3 mm blocks, two seeds): χ NRMSE
-    after the same inversion within 0.5 points of 60 whole-grid iterations,
+    after the same inversion within 0.6 points of 60 whole-grid iterations,
     in a sixth of the time (3.2 s against 20 s, 2 cores).
 
     References
