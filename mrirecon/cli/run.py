@@ -25,8 +25,8 @@ beside them if there is one, and, for each series:
   leaves the scalp out), Laplacian unwrapping, magnitude-weighted echo fit
   (Hz -> ppm, with the fit's noise per voxel), background removal
   (--background, default pdf: projection onto dipole fields in two levels,
-  3-4 s per 1 mm head, the most accurate measured on the realistic test head;
-  resharp is about 2 s faster per 1 mm head and less accurate there;
+  about 3 s per 1 mm head, the most accurate measured on the realistic test head;
+  resharp is 1-2 s faster per 1 mm head and less accurate there;
   on the brain plus the voxels of reliable phase -- CSF -- within
   --background-margin-mm of it; a rim that sharp, vsharp or resharp erode is
   filled unless --no-fill-rim; see the README), dipole inversion
