@@ -662,14 +662,16 @@ def _pdf_two_level(phi, mask, w2, vox, b, tol, max_iter, pad, coarse_voxel_mm, n
     blocks = (cs[0], f[0], cs[1], f[1], cs[2], f[2])
     block_axes = (1, 3, 5)
 
-    def on_cover(a):
+    def on_cover(a):  # zero-padded to whole blocks (no copy when the grid is made of them)
+        if tuple(a.shape) == cover:
+            return a.reshape(blocks)
         o = xp.zeros(cover, dtype=a.dtype)
         o[region] = a
         return o.reshape(blocks)
 
-    w2m = w2  # zero outside the mask
-    w2_c = on_cover(w2m).sum(axis=block_axes)
-    phi_c = on_cover(phi * w2m).sum(axis=block_axes)
+    # w2 is zero outside the mask: the data term's weights
+    w2_c = on_cover(w2).sum(axis=block_axes)
+    phi_c = on_cover(phi * w2).sum(axis=block_axes)
     phi_c /= xp.where(w2_c > 0, w2_c, 1)
     mask_c = on_cover(mask).any(axis=block_axes)
     in_grid = xp.zeros(cover, dtype=bool)
@@ -713,7 +715,7 @@ def _pdf_two_level(phi, mask, w2, vox, b, tol, max_iter, pad, coarse_voxel_mm, n
         o[inner] = a[box]
         return o
 
-    w2_b = on_box(w2m)
+    w2_b = on_box(w2)
     mask_b = on_box(mask)
     sources_b = xp.zeros(bs, dtype=bool)
     sources_b[inner] = ~mask[box]
