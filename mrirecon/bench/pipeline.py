@@ -207,16 +207,22 @@ def _run(*, shape, seed, repeats, out, backgrounds, log) -> dict:
     # radius) outside it, where the true local field is the brain's field there (not masked)
     from ..phantoms.head import simulate_field
     from ..qsm import masking
-    from ..qsm.pipeline import background_defaults
+    from ..qsm.pipeline import _ERODING, background_defaults
 
     reliable = masking.reliable_phase(d.magnitude, d.phase, d.te_s)
     shell = masking.reliable_shell(d.mask, reliable, margin_mm=radius, voxel_size_mm=vox)
     brain_chi = np.where(d.mask, d.chi - np.float32(d.chi[d.mask].mean()), 0).astype(np.float32)
     field = simulate_field(brain_chi, voxel_size_mm=vox, b0_dir=d.b0_dir, supersample=2)
-    r1 = bg_mod.resharp(field, d.mask | shell, voxel_size_mm=vox, radius_mm=radius)
-    own = bg_mod.fill_rim(r1.local_field, r1.mask, d.mask, voxel_size_mm=vox)
-    ceiling_resharp_lam, ceiling_resharp = _best(own, d.mask, d, ikw)
-    del r0, r1
+    del r0
+
+    def on_true_field(method, field):  # the pipeline's options, on the mask and shell (no noise: W = 1)
+        opts = background_defaults(method, voxel_size_mm=vox, b0_dir=d.b0_dir)
+        r = getattr(bg_mod, method)(field, d.mask | shell, voxel_size_mm=vox, **opts)
+        if method in _ERODING:  # the rim filled as the pipeline does
+            return bg_mod.fill_rim(r.local_field, r.mask, d.mask, voxel_size_mm=vox)
+        return r.local_field * d.mask
+
+    ceiling_resharp_lam, ceiling_resharp = _best(on_true_field("resharp", field), d.mask, d, ikw)
     log(
         f"RESHARP on the true local field alone: χ NRMSE {ceiling_resharp:.1f} % = "
         f"{ceiling_resharp / oracle:.2f}× the oracle (on the mask alone, without the margin: "
@@ -225,15 +231,8 @@ def _run(*, shape, seed, repeats, out, backgrounds, log) -> dict:
     default_bg = qsm.DEFAULT_BACKGROUND
     if default_bg == "resharp":
         ceiling_lam, ceiling = ceiling_resharp_lam, ceiling_resharp
-    else:  # the default, with the pipeline's options, on the same field and region (no noise: W = 1)
-        fn = getattr(bg_mod, default_bg)
-        opts = background_defaults(default_bg, voxel_size_mm=vox, b0_dir=d.b0_dir)
-        r2 = fn(field, d.mask | shell, voxel_size_mm=vox, **opts)
-        own = r2.local_field * d.mask
-        if default_bg in ("sharp", "vsharp"):
-            own = bg_mod.fill_rim(r2.local_field, r2.mask, d.mask, voxel_size_mm=vox)
-        ceiling_lam, ceiling = _best(own, d.mask, d, ikw)
-        del r2
+    else:
+        ceiling_lam, ceiling = _best(on_true_field(default_bg, field), d.mask, d, ikw)
         log(
             f"{default_bg} (the default) on the true local field alone: χ NRMSE {ceiling:.1f} % = "
             f"{ceiling / oracle:.2f}× the oracle"

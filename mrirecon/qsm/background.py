@@ -674,10 +674,9 @@ def _pdf_two_level(phi, mask, w2, vox, b, tol, max_iter, pad, coarse_voxel_mm, n
     phi_c = on_cover(phi * w2).sum(axis=block_axes)
     phi_c /= xp.where(w2_c > 0, w2_c, 1)
     mask_c = on_cover(mask).any(axis=block_axes)
-    in_grid = xp.zeros(cover, dtype=bool)
-    in_grid[tuple(slice(0, n) for n in big)] = True
-    sources_c = in_grid.reshape(blocks).all(axis=block_axes) & ~mask_c
-    del in_grid
+    # sources: the blocks wholly inside the (padded) grid and wholly outside the mask
+    whole = [xp.arange(c) < n // q for c, n, q in zip(cs, big, f, strict=True)]
+    sources_c = whole[0][:, None, None] & whole[1][None, :, None] & whole[2][None, None, :] & ~mask_c
     vox_c = tuple(v * q for v, q in zip(vox, f, strict=True))
     kernel_c = dipole_kernel(cs, voxel_size_mm=vox_c, b0_dir=b, half=True, dtype=dtype, xp=xpname)
     chi_c = _pdf_fit(

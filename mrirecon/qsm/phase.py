@@ -217,10 +217,7 @@ def _laplacian_kernels(shape, vox, dtype):
         ((-4.0 * np.pi**2) * (f * f)).astype(dtype)
         for f in frequency_grid(shape, voxel_size_mm=vox, half=True)
     ]
-    partial = terms[0]
-    for t in terms[1:-1]:
-        partial = partial + t
-    lap = np.add(partial, terms[-1], dtype=dtype) if len(terms) > 1 else partial.astype(dtype, copy=True)
+    lap = functools.reduce(np.add, terms)  # a new array (astype copies), summed in the kernels' dtype
     zero = (0,) * len(shape)
     lap[zero] = 1.0
     inv = np.empty_like(lap)
