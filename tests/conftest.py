@@ -5,11 +5,15 @@ FFTW_ESTIMATE and a temporary cache directory, so no test depends on wisdom
 left behind by an earlier run (the wisdom round trip has its own test).
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("MRIRECON_FFTW_PLANNER", "FFTW_ESTIMATE")
-os.environ["MRIRECON_CACHE_DIR"] = tempfile.mkdtemp(prefix="mrirecon-test-cache-")
+_CACHE_DIR = tempfile.mkdtemp(prefix="mrirecon-test-cache-")
+os.environ["MRIRECON_CACHE_DIR"] = _CACHE_DIR
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)  # one per run, not left in /tmp
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
