@@ -10,7 +10,10 @@ Measures, in one run on :func:`mrirecon.phantoms.realistic_head.realistic_head`:
 * every background removal (SHARP, V-SHARP, RESHARP, LBV, PDF) with the true mask and
   with the echo mask: local-field NRMSE, χ NRMSE after the same inversion (the
   pipeline's automatic λ and the sweep's best λ), time;
-* the automatic λ against the NRMSE-optimal λ of the sweep.
+* the automatic λ against the NRMSE-optimal λ of the sweep;
+* the ceilings of background removal (the default and RESHARP on the true local field
+  alone) and the same head without noise (SNR 10⁵, true mask, defaults): what noise
+  costs and what is left without it.
 
 ``scripts/bench_pipeline.py`` and ``mrirecon bench pipeline`` call :func:`main`.
 """
@@ -41,6 +44,7 @@ the echo mask, automatic lambda against the NRMSE-optimal one.
 
 BACKGROUNDS = ("vsharp", "sharp", "resharp", "lbv", "pdf")
 SWEEP = np.logspace(-3.5, -0.5, 13)
+NOISE_FREE_SNR = 1e5  # the noise-free repeat of the benchmark head
 
 
 def _peak_mb() -> float:
@@ -238,6 +242,16 @@ def _run(*, shape, seed, repeats, out, backgrounds, log) -> dict:
             f"{ceiling / oracle:.2f}× the oracle"
         )
     del field, own
+    # the noise's share of the gap: the same head and echoes without noise (SNR 10⁵), true mask
+    quiet = realistic_head(tuple(shape), seed=seed, snr=NOISE_FREE_SNR)
+    rq = qsm.pipeline(quiet.magnitude, quiet.phase, quiet.te_s, mask=quiet.mask, **kw)
+    noise_free = metrics.nrmse(rq.chi, d.chi, mask=d.mask)
+    noise_free_lam, noise_free_best = _best(rq.local_field_ppm, rq.mask, d, ikw)
+    del quiet, rq
+    log(
+        f"noise-free echoes (SNR {NOISE_FREE_SNR:g}), true mask, defaults: χ NRMSE {noise_free:.1f} % = "
+        f"{noise_free / oracle:.2f}× the oracle (best λ {noise_free_lam:.3g}: {noise_free_best:.1f} %)"
+    )
     run_cold, run_warm, run_peak, run_err = _time_cli_run(d, repeats, log)
     rows = []
     if default_bg not in backgrounds:  # the ratios below are the default's
@@ -287,6 +301,9 @@ def _run(*, shape, seed, repeats, out, backgrounds, log) -> dict:
         f"background, no noise, true mask plus its reliable voxels within {radius:g} mm, best λ): χ NRMSE "
         f"{ceiling:.1f} % = {ceiling / oracle:.2f}× the oracle; RESHARP's (rim filled): {ceiling_resharp:.1f} % = "
         f"{ceiling_resharp / oracle:.2f}× (on the mask alone: {ceiling_mask:.1f} % = {ceiling_mask / oracle:.2f}×)",
+        f"- the same head without noise (SNR {NOISE_FREE_SNR:g}), true mask, defaults: χ NRMSE {noise_free:.1f} % = "
+        f"{noise_free / oracle:.2f}× the oracle (λ auto; best λ {noise_free_best:.1f} %): what is left of the gap "
+        "without noise",
         f"- whole `qsm.pipeline` in process: {cold:.1f} s cold (first call, empty wisdom cache), {warm:.1f} s warm "
         f"(median of {repeats}); peak memory {peak:.0f} MB",
         f"- whole `mrirecon run` (new process, reading and writing NIfTI): {run_cold:.1f} s cold (empty cache "
@@ -320,6 +337,9 @@ def _run(*, shape, seed, repeats, out, backgrounds, log) -> dict:
         "ceiling_resharp_lam": ceiling_resharp_lam,
         "ceiling_mask_only_nrmse": ceiling_mask,
         "ceiling_mask_only_lam": ceiling_mask_lam,
+        "noise_free_nrmse": noise_free,
+        "noise_free_best_nrmse": noise_free_best,
+        "noise_free_best_lam": noise_free_lam,
         "run_cold_s": run_cold,
         "run_warm_s": run_warm,
         "run_peak_mb": run_peak,
