@@ -35,6 +35,9 @@ def test_bench_pipeline_tiny(tmp_path, monkeypatch):
         assert 0 < r["chi_nrmse"] < 300 and r["best_chi_nrmse"] <= r["chi_nrmse"] + 1.0
     # the command-line run was timed on the same head written as BIDS, and wrote the pipeline's χ
     assert doc["run_cold_s"] > 0 and doc["run_warm_s"] > 0
+    # the run reported its own peak (197 MB at this size, mostly imports), read where Linux has /proc
+    if os.path.exists("/proc/self/status"):
+        assert 20 < doc["run_peak_mb"] < 2000
     assert (
         abs(
             doc["run_chi_nrmse"]
