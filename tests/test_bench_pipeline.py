@@ -4,6 +4,8 @@ import json
 import os
 import tempfile
 
+import pytest
+
 from mrirecon.bench.pipeline import run
 from mrirecon.qsm import DEFAULT_BACKGROUND
 
@@ -57,6 +59,11 @@ def test_bench_pipeline_tiny(tmp_path, monkeypatch):
     noisy = next(r for r in doc["rows"] if r["mask"] == "true" and r["background"] == DEFAULT_BACKGROUND)
     assert doc["oracle_nrmse"] - 1.0 <= doc["noise_free_nrmse"] <= noisy["chi_nrmse"] + 1.0
     assert doc["noise_free_best_nrmse"] <= doc["noise_free_nrmse"] + 1.0
+    # the edge-weighted inversion ran on both masks at the closed form's λ
+    for case in ("echoes", "true"):
+        row = next(r for r in doc["rows"] if r["mask"] == case and r["background"] == DEFAULT_BACKGROUND)
+        assert doc["edge_l2"][case]["lam"] == pytest.approx(row["lam"], rel=1e-6)
+        assert 0 < doc["edge_l2"][case]["chi_nrmse"] < 300 and doc["edge_l2"][case]["iterations"] > 0
     saved = json.loads((tmp_path / "out" / "pipeline_results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(doc["rows"]))
     assert "| echoes | resharp" in (tmp_path / "out" / "pipeline_results.md").read_text()

@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from mrirecon.device import to_numpy
 from mrirecon.errors import InvalidParameterError, ShapeMismatchError
-from mrirecon.qsm.masking import _otsu_any, _otsu_threshold, erode, mask_from_magnitude
+from mrirecon.qsm.masking import _otsu_any, _otsu_threshold, edge_weights, erode, mask_from_magnitude
 
 N = 40
 
@@ -232,3 +232,33 @@ def test_ball_morph_equals_the_distance_transform(vox, radius):
     np.testing.assert_array_equal(_ball_morph(blob, radius, vox, op="dilate"), dilated)
     eroded = ndi.distance_transform_edt(np.pad(blob, 1), sampling=vox)[1:-1, 1:-1, 1:-1] > radius
     np.testing.assert_array_equal(_ball_morph(blob, radius, vox, op="erode"), eroded)
+
+
+def test_edge_weights_switch_off_the_largest_differences(xp):
+    rng = np.random.default_rng(7)
+    mag = rng.uniform(0.5, 1.5, (2, 12, 10, 9)).astype(np.float32)
+    mask = np.zeros((12, 10, 9), bool)
+    mask[2:10, 2:8, 1:8] = True
+    frac = 0.3
+    g = to_numpy(edge_weights(xp.asarray(mag), xp.asarray(mask), edge_fraction=frac))
+    assert g.shape == (3, 12, 10, 9) and g.dtype == np.float32 and set(np.unique(g)) <= {0.0, 1.0}
+    rss = np.sqrt((mag.astype(np.float64) ** 2).sum(0))
+    for axis in range(3):
+        diff = np.abs(np.roll(rss, -1, axis=axis) - rss)  # forward differences, as Gradient's
+        off = g[axis] == 0
+        assert not off[~mask].any()  # no edge outside the mask
+        assert abs(off[mask].mean() - frac) <= 1.0 / mask.sum() + 1e-12
+        # every switched-off difference is larger than every kept one inside the mask
+        assert diff[off].min() > diff[mask & ~off].max() - 1e-6
+    assert np.all(to_numpy(edge_weights(xp.asarray(mag), xp.asarray(mask), edge_fraction=0.0)) == 1)
+
+
+def test_edge_weights_bad_input():
+    mag, mask = np.ones((6, 6, 6), np.float32), np.ones((6, 6, 6), bool)
+    for bad in (-0.1, 1.0, "0.3"):
+        with pytest.raises(InvalidParameterError, match="edge_fraction"):
+            edge_weights(mag, mask, edge_fraction=bad)
+    with pytest.raises(InvalidParameterError, match="mask is empty"):
+        edge_weights(mag, np.zeros((6, 6, 6), bool))
+    with pytest.raises(ShapeMismatchError, match="mask shape"):
+        edge_weights(mag, np.ones((6, 6, 5), bool))

@@ -48,6 +48,24 @@ def _weights(prep, weights):
     return w * w
 
 
+def _gradient_weights(prep, gradient_weights):
+    """Per-axis gradient weights on the prepared grid, (3, x, y, z) (None for 1)."""
+    if gradient_weights is None:
+        return None
+    xp = common_module(field=prep.field, gradient_weights=gradient_weights)
+    g = xp.asarray(gradient_weights)
+    if g.shape == prep.shape:
+        g = xp.broadcast_to(g, (len(prep.shape), *prep.shape))
+    if g.shape != (len(prep.shape), *prep.shape):
+        raise InvalidParameterError(
+            f"gradient_weights shape {g.shape} does not match the field's {prep.shape} "
+            f"(expected (x, y, z) or (3, x, y, z))"
+        )
+    if xp.iscomplexobj(g) or not bool(xp.all(xp.isfinite(g))) or bool(xp.any(g < 0)):
+        raise InvalidParameterError("gradient_weights must be real, finite and non-negative")
+    return g.astype(prep.field.dtype, copy=False)
+
+
 def _setup(field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol):
     """Checks and the pieces every iterative method needs: masked field, operators, W²."""
     check_reference(reference)
@@ -100,6 +118,7 @@ def cg_l2(
     lam,
     voxel_size_mm=(1.0, 1.0, 1.0),
     b0_dir=(0.0, 0.0, 1.0),
+    gradient_weights=None,
     tol=1e-6,
     max_iter=500,
     x0=None,
@@ -118,6 +137,10 @@ def cg_l2(
         Data weights W ≥ 0 (magnitude, inverse noise SD, or a mask); None: W = 1.
     lam : float
         λ > 0, the same λ as :func:`~mrirecon.qsm.closed_form_l2`.
+    gradient_weights : ndarray, (x, y, z) or (3, x, y, z), optional
+        Weights ``G_i ≥ 0`` of the gradient penalty, per voxel (and per axis):
+        e.g. :func:`mrirecon.qsm.masking.edge_weights`, 0 across the
+        magnitude's edges (MEDI's prior, in L2). None: 1 everywhere.
     tol : float
         Relative residual of the normal equations at which CG stops.
     max_iter : int
@@ -138,25 +161,40 @@ def cg_l2(
 
     Notes
     -----
-    Solves :math:`\\min_\\chi \\|W(F^{-1}DF\\chi - \\phi)\\|_2^2 + \\lambda\\sum_i\\|\\nabla_i\\chi\\|_2^2`
-    through :math:`(D W^2 D + \\lambda \\nabla^T\\nabla)\\chi = D W^2 \\phi`, with the
+    Solves :math:`\\min_\\chi \\|W(F^{-1}DF\\chi - \\phi)\\|_2^2 + \\lambda\\sum_i\\|G_i\\nabla_i\\chi\\|_2^2`
+    through :math:`(D W^2 D + \\lambda \\sum_i\\nabla_i^T G_i^2\\nabla_i)\\chi = D W^2 \\phi`, with the
     dipole operator applied by FFT (its normal ``D²`` in one filter) and the
-    gradient by circular differences in image space. With W = 1 the minimiser
+    gradient by circular differences in image space (unitless, as in the closed
+    form, so λ means the same). With W = 1 and G = 1 the minimiser
     is the closed form's; CG started from zero converges to the same
-    minimum-norm solution (zero mean).
+    minimum-norm solution (zero mean). ``gradient_weights`` are the ``G_i``
+    (not squared).
     """
     check_lam(lam)
     prep, xp, phi, dip, grad, w2 = _setup(
         field, mask, weights, voxel_size_mm, b0_dir, reference, max_iter, tol
     )
+    g2 = _gradient_weights(prep, gradient_weights)
     dtype = phi.dtype
     lam_t = dtype.type(lam)
+    if g2 is not None:
+        g2 = g2 * g2
+
+    def penalty(x):  # λ Σ_i ∇_i^T G_i² ∇_i x
+        if g2 is None:
+            return grad.normal(x) * lam_t
+        gx = grad.forward(x)
+        gx *= g2
+        out = grad.adjoint(gx)
+        out *= lam_t
+        return out
+
     if w2 is None:
         rhs = dip.forward(phi)
 
         def normal(x):
             out = dip.normal(x)
-            out += grad.normal(x) * lam_t
+            out += penalty(x)
             return out
     else:
         wop = Diagonal(w2, dtype)
@@ -164,7 +202,7 @@ def cg_l2(
 
         def normal(x):
             out = dip.forward(wop.forward(dip.forward(x)))
-            out += grad.normal(x) * lam_t
+            out += penalty(x)
             return out
 
     bar = _progress(progress, max_iter, "CG-L2")

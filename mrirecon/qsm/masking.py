@@ -11,7 +11,7 @@ from ..device import get_array_module, to_numpy
 from ..errors import InvalidParameterError, ShapeMismatchError
 from ..kspace import normalize_voxel_size
 
-__all__ = ["erode", "mask_from_magnitude"]
+__all__ = ["edge_weights", "erode", "mask_from_magnitude"]
 
 
 def _check_magnitude(magnitude):
@@ -626,3 +626,56 @@ def mask_from_echoes(
         brain |= _ball_morph(dil, close_mm, vox, op="erode")
         brain = _fill_holes_in_box(brain)
     return (brain, reliable) if return_reliable else brain
+
+
+def edge_weights(magnitude, mask, *, edge_fraction=0.3):
+    """Gradient weights that switch the smoothness penalty off across the magnitude's edges.
+
+    MEDI's gradient mask (Liu et al. 2012), for an L2 penalty: per axis, the
+    ``edge_fraction`` of the mask's voxels with the largest forward difference
+    of the magnitude get weight 0, all others 1.
+
+    Parameters
+    ----------
+    magnitude : ndarray, (x, y, z) or (echo, x, y, z)
+        Echoes are combined by root-sum-of-squares.
+    mask : ndarray of bool, (x, y, z)
+        Where the quantiles are taken and where edges can be; weight 1 outside.
+    edge_fraction : float
+        Share of the mask's voxels per axis that are edges, in [0, 1)
+        (default 0.3: on the realistic head at 2 mm, seed 0, 0.2, 0.3 and 0.4
+        gave χ NRMSE within 1 point of each other at λ 0.025, and 0.1 was 2.6
+        points worse than 0.3 at λ 0.0075).
+
+    Returns
+    -------
+    ndarray, float32, (3, x, y, z)
+        ``G_i`` for :func:`mrirecon.qsm.iterative.cg_l2`'s ``gradient_weights``,
+        on the grid of the forward differences of :class:`mrirecon.operators.Gradient`
+        (voxel r holds the difference between r + e_i and r).
+
+    Raises
+    ------
+    InvalidParameterError
+        An ``edge_fraction`` outside [0, 1), or an empty mask.
+    ShapeMismatchError
+        A mask of another shape than the magnitude's voxels.
+    """
+    if not isinstance(edge_fraction, numbers.Real) or not 0.0 <= float(edge_fraction) < 1.0:
+        raise InvalidParameterError(f"edge_fraction must be in [0, 1), got {edge_fraction!r}")
+    m = _combine_echoes(_check_magnitude(magnitude))
+    xp = get_array_module(m)
+    mask = xp.asarray(mask).astype(bool, copy=False)
+    if mask.shape != m.shape:
+        raise ShapeMismatchError(f"mask shape {mask.shape} does not match the magnitude's {m.shape}")
+    if not bool(mask.any()):
+        raise InvalidParameterError("mask is empty")
+    out = xp.ones((m.ndim, *m.shape), dtype=np.float32)
+    if float(edge_fraction) == 0.0:
+        return out
+    for axis in range(m.ndim):
+        diff = xp.abs(xp.roll(m, -1, axis=axis) - m)
+        threshold = xp.quantile(diff[mask], 1.0 - float(edge_fraction))
+        out[axis][mask & (diff > threshold)] = 0.0
+        del diff
+    return out
