@@ -254,8 +254,8 @@ def pipeline(
         ``"edge-l2"``: the L2 objective with the gradient penalty switched off
         across the magnitude's edges (:func:`mrirecon.qsm.masking.edge_weights`,
         MEDI's prior in L2), by CG to a relative residual of 1e-3 (at most 200
-        iterations; ``method_options`` override both): not closed-form, about
-        10x the inversion's time.
+        iterations; ``method_options`` override both): not closed-form, 26-36 s
+        at 1 mm on 2 cores against under 1 s for the closed form.
     lam : float or ``"auto"``
         For l2, cg-l2 and edge-l2 (``"auto"``: chosen by ``lam_criterion`` on the
         closed form; edge-l2 takes that λ as it is); tv needs a number.
