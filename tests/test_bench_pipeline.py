@@ -89,9 +89,11 @@ def test_bench_pipeline_variants_tiny(tmp_path):
     aniso = doc["rows"][2]["voxel_size_mm"]
     assert aniso[2] > 1.4 * aniso[0]
     for row in doc["rows"]:
-        assert [(x["background"], x["mask"]) for x in row["runs"]] == [
-            ("resharp", "echoes"),
-            ("resharp", "true"),
+        assert [(x["background"], x["method"], x["mask"]) for x in row["runs"]] == [
+            ("resharp", "l2", "echoes"),
+            ("resharp", "l2", "true"),
+            (DEFAULT_BACKGROUND, "edge-l2", "echoes"),
+            (DEFAULT_BACKGROUND, "edge-l2", "true"),
         ]
         for x in row["runs"]:
             assert abs(x["ratio_to_oracle"] - x["chi_nrmse"] / row["oracle"]) < 1e-9
@@ -99,6 +101,7 @@ def test_bench_pipeline_variants_tiny(tmp_path):
         assert 0 < row["dice"] <= 1
     text = (tmp_path / "pipeline_variants.md").read_text()
     assert "| B0 tilted 25° (y-z plane) |" in text
+    assert f"| {DEFAULT_BACKGROUND} + edge-l2, true mask |" in text
     assert json.loads((tmp_path / "pipeline_variants.json").read_text())["rows"] == json.loads(
         json.dumps(doc["rows"])
     )
