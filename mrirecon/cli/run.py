@@ -32,7 +32,7 @@ beside them if there is one, and, for each series:
   filled unless --no-fill-rim; see the README), dipole inversion
   (--method l2|tkd|cg-l2|edge-l2|tv; --lam auto by GCV, or --lam-criterion
   discrepancy|corner; edge-l2 switches the smoothness penalty off across the
-  magnitude's edges, by CG: 3-6 points lower chi NRMSE on the realistic test
+  magnitude's edges, by CG: 2-6 points lower chi NRMSE on the realistic test
   head, 26-36 s of inversion at 1 mm instead of under 1 s).
 The B0 direction comes from each series' affine. Writes OUT_DIR as a BIDS
 derivatives dataset: dataset_description.json, *_Chimap.nii.gz (ppm),
