@@ -628,7 +628,11 @@ def mask_from_echoes(
     return (brain, reliable) if return_reliable else brain
 
 
-def edge_weights(magnitude, mask, *, edge_fraction=0.3):
+#: The share of the mask's voxels per axis that :func:`edge_weights` marks as edges by default.
+EDGE_FRACTION = 0.3
+
+
+def edge_weights(magnitude, mask, *, edge_fraction=EDGE_FRACTION):
     """Gradient weights that switch the smoothness penalty off across the magnitude's edges.
 
     MEDI's gradient mask (Liu et al. 2012), for an L2 penalty: per axis, the

@@ -471,7 +471,9 @@ def pipeline(
         solved = cg_l2(local, roi, lam=lam_used, gradient_weights=edges, **kw, **opts, return_result=True)
         chi = solved.x
         inversion_extra = {
-            "gradient_weights": "0 across the magnitude's edges (30 % of the mask's voxels per axis)",
+            "gradient_weights": (
+                f"0 across the magnitude's edges ({100 * masking.EDGE_FRACTION:g} % of the mask's voxels per axis)"
+            ),
             "tol": opts["tol"],
             "iterations": int(solved.iterations),
             "converged": bool(solved.converged),
